@@ -1,0 +1,114 @@
+"""Minibatch index streams, one independent stream per chain, vectorised over chains.
+
+Schemes (DESIGN 1):
+
+``wr``            with replacement: every step draws b *distinct* indices, independently of all
+                  other steps. Batch-mean gradient covariance ``(N-b)/(b(N-1)) S``.
+``iid``           b indices i.i.d. uniform (duplicates possible). Covariance ``S / b``.
+``wor``           without replacement (random reshuffling): a fresh permutation every epoch, cut
+                  into ``M = floor(N/b)`` batches; the remainder is dropped (``drop_last=False``
+                  keeps it as a short last batch).
+``shuffle_once``  one permutation per chain, drawn once and reused every epoch.
+``sequential``    0..N-1 in order, the same for every chain.
+
+All randomness comes from the ``torch.Generator`` given; the same generator state, N, b and
+number of chains give the same stream.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_choice, check_int_range
+
+SCHEMES = ("wr", "iid", "wor", "shuffle_once", "sequential")
+EPOCH_SCHEMES = ("wor", "shuffle_once", "sequential")
+
+# Elements drawn per block for the step-wise schemes (bounds the memory of one block).
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def noise_factor(scheme: str, n: int, batch_size: int) -> float:
+    """Covariance of a batch mean relative to the population covariance, for one step."""
+    check_choice("scheme", scheme, SCHEMES)
+    if scheme == "iid":
+        return 1.0 / batch_size
+    return (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0
+
+
+def random_permutations(chains: int, n: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Independent uniform permutations of 0..n-1, one per row: (chains, n)."""
+    # float64 keys: ties (which would bias the order) have probability ~ n^2 2^-53.
+    return torch.rand(chains, n, generator=generator, device=device, dtype=torch.float64).argsort(dim=1)
+
+
+def distinct_indices(rows: int, n: int, b: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """``rows`` independent uniform b-subsets of 0..n-1, (rows, b), by Floyd's algorithm.
+
+    Step j draws t uniform in [0, n-b+j]; if t was already chosen it takes n-b+j instead. Every
+    b-subset is equally likely, and the cost is O(b^2) per row instead of O(n) for a sort or top-k.
+    """
+    out = torch.empty(rows, b, dtype=torch.long, device=device)
+    for j in range(b):
+        top = n - b + j
+        t = torch.randint(top + 1, (rows,), generator=generator, device=device)
+        if j:
+            t = torch.where((out[:, :j] == t.unsqueeze(1)).any(1), top, t)
+        out[:, j] = t
+    return out
+
+
+class IndexStream:
+    """Batch indices for K chains: ``next(stream)`` returns a LongTensor (K, b).
+
+    Step-wise schemes are generated in blocks of steps to keep per-step overhead low; epoch
+    schemes one epoch at a time. ``steps_per_epoch`` is ``M = floor(N/b)`` (``ceil`` with
+    ``drop_last=False``).
+    """
+
+    def __init__(self, scheme: str, n: int, batch_size: int, chains: int, generator: torch.Generator,
+                 *, drop_last: bool = True, device=None):
+        self.scheme = check_choice("scheme", scheme, SCHEMES)
+        self.n = check_int_range("N (number of samples)", n, 1)
+        self.batch_size = check_int_range("batch_size", batch_size, 1, self.n)
+        self.chains = check_int_range("chains", chains, 1)
+        self.generator = generator
+        self.drop_last = bool(drop_last)
+        self.device = device
+        full, rest = divmod(self.n, self.batch_size)
+        self.steps_per_epoch = full + (1 if rest and not self.drop_last else 0)
+        self._block: list[torch.Tensor] = []
+        self._fixed_perm = None
+        if scheme == "shuffle_once":
+            self._fixed_perm = random_permutations(self.chains, self.n, generator, device)
+        elif scheme == "sequential":
+            self._fixed_perm = torch.arange(self.n, device=device).expand(self.chains, self.n)
+
+    @property
+    def is_epoch_scheme(self) -> bool:
+        return self.scheme in EPOCH_SCHEMES
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if not self._block:
+            self._block = list(self._next_block().unbind(0)) if not self.is_epoch_scheme else self._next_epoch()
+            self._block.reverse()
+        return self._block.pop()
+
+    def _next_block(self) -> torch.Tensor:
+        k, n, b = self.chains, self.n, self.batch_size
+        steps = max(1, _BLOCK_ELEMENTS // (k * b))
+        if self.scheme == "iid":
+            return torch.randint(n, (steps, k, b), generator=self.generator, device=self.device)
+        return distinct_indices(steps * k, n, b, self.generator, self.device).reshape(steps, k, b)
+
+    def _next_epoch(self) -> list[torch.Tensor]:
+        perm = self._fixed_perm if self._fixed_perm is not None else \
+            random_permutations(self.chains, self.n, self.generator, self.device)
+        b, m = self.batch_size, self.n // self.batch_size
+        batches = list(perm[:, : m * b].reshape(self.chains, m, b).unbind(1))
+        if m * b < self.n and not self.drop_last:
+            batches.append(perm[:, m * b:])
+        return batches

@@ -1,0 +1,131 @@
+"""What every study shares: resolving its config, and writing JSON results.
+
+A study is a module with a frozen ``Config`` dataclass (defaults = the full-size run), a ``QUICK``
+dict of overrides for fast smoke runs, a one-line ``DESCRIPTION`` and
+``run(config, out_dir, progress=None) -> metrics dict`` that writes its files to ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value of the wrong kind."""
+
+
+def _coerce(name: str, kind, value):
+    """Convert a TOML or ``--set`` value (possibly a string) to the field's type."""
+    origin = typing.get_origin(kind)
+    if origin in (tuple, list):
+        (item,) = set(typing.get_args(kind)) - {Ellipsis}
+        if isinstance(value, str):
+            value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"setting {name!r} must be a list, got {value!r}")
+        return tuple(_coerce(name, item, v) for v in value)
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(name, args[0], value)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if kind is float:
+            out = float(value)
+            if math.isnan(out):
+                raise ValueError
+            return out
+        if kind is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r} expects {getattr(kind, '__name__', kind)}, got {value!r}") from None
+    return value
+
+
+def resolve_config(config_cls, *layers: dict):
+    """Defaults < each layer in turn (config file, --set, flags). Unknown keys are errors."""
+    hints = typing.get_type_hints(config_cls)
+    values = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key not in hints:
+                allowed = ", ".join(sorted(hints))
+                raise ConfigError(f"unknown setting {key!r} for this study; known settings: {allowed}")
+            values[key] = _coerce(key, hints[key], value)
+    return config_cls(**values)
+
+
+def load_toml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def parse_sets(items) -> dict:
+    """``["key=value", ...]`` -> dict of strings (typed later by :func:`resolve_config`)."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if hasattr(obj, "tolist"):  # torch tensors
+        return to_jsonable(obj.tolist())
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_config(out_dir: str | os.PathLike, config, **extra) -> Path:
+    """``out_dir/config.json``: every resolved setting plus the package version."""
+    return write_json(Path(out_dir) / "config.json", {**to_jsonable(config), **extra, "sgworld_version": __version__})

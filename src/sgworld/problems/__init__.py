@@ -1,0 +1,7 @@
+"""Potentials: per-sample U_i over a flat parameter vector, with their data."""
+
+from .base import Problem
+from .module import from_module
+from .quadratic import BayesianLinearRegression, Gaussian, GaussianLocation, QuadraticProblem
+
+__all__ = ["Problem", "from_module", "QuadraticProblem", "BayesianLinearRegression", "GaussianLocation", "Gaussian"]

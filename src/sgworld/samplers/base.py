@@ -1,0 +1,48 @@
+"""The sampler interface: small kernels of pure functions (BlackJAX / optax style).
+
+A :class:`Kernel` bundles ``init(position) -> state`` and
+``step(state, batch_indices, generator) -> (state, info)``. ``position`` is the (K, p) tensor of
+K chains; ``batch_indices`` is (K, b) for stochastic-gradient kernels and ``None`` for full-batch
+ones; ``info`` is a :class:`StepInfo`. Kernels hold no mutable state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+
+class SamplerState(NamedTuple):
+    position: torch.Tensor  # (K, p)
+
+
+class StepInfo(NamedTuple):
+    accepted: torch.Tensor | None = None  # (K,) bool, Metropolis kernels only
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    lr: float
+    temperature: float
+    scheme: str | None  # default index scheme; None = full batch (no minibatches)
+    init: Callable[[torch.Tensor], NamedTuple]
+    step: Callable[..., tuple[NamedTuple, StepInfo]]
+
+
+def langevin_update(position: torch.Tensor, gradient: torch.Tensor, lr: float, temperature: float,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """The one update rule of sgworld (DESIGN 1):
+
+    ``w <- w - lr * grad + sqrt(2 * lr * T) * xi``,  ``xi ~ N(0, I)``.
+
+    ``T = 0`` is plain gradient descent (no noise is drawn).
+    """
+    drift = position - lr * gradient
+    if temperature == 0:
+        return drift
+    noise = torch.randn(position.shape, generator=generator, dtype=position.dtype, device=position.device)
+    return drift + math.sqrt(2.0 * lr * temperature) * noise
