@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:
+#   make demo   - virtual environment + package, then the flagship study (posterior) into runs/posterior
+#   make test   - the same set-up, then the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch, installed first so that the package's torch range is already met
+# (a bare "torch" requirement can pull a multi-GB CUDA build).
+TORCH  ?= torch==2.13.0
+OUT    ?= runs/posterior
+
+.PHONY: demo test venv clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,arviz]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/sgworld run posterior --out $(OUT)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
