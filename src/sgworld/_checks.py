@@ -22,11 +22,12 @@ def check_nonnegative(name: str, value: float) -> float:
 
 
 def check_int_range(name: str, value: int, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or int(value) != value:
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+    allowed = f"{low} <= {name}" + (f" <= {high}" if high is not None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__index__") \
+            or int(value) != value:
+        raise ValueError(f"{name} must be an integer ({allowed}), got {value!r}")
     value = int(value)
     if value < low or (high is not None and value > high):
-        allowed = f"{low} <= {name}" + (f" <= {high}" if high is not None else "")
         raise ValueError(f"{name} = {value} is out of range; allowed: {allowed}")
     return value
 

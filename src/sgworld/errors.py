@@ -9,7 +9,8 @@ class DivergenceError(RuntimeError):
     Attributes
     ----------
     chains : list[int]   indices of the chains that diverged
-    steps : list[int]    the first step (1-based) at which each of them was non-finite
+    steps : list[int]    the step at which each was first seen non-finite (positions are checked
+                         every few steps; a non-finite value persists once it appears)
     trace : Trace | None the draws recorded before the divergence was detected
     """
 

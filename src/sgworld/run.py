@@ -22,6 +22,9 @@ from .samplers import METHODS, Kernel
 from .trace import Trace
 
 
+_FINITE_CHECK_EVERY = 8
+
+
 def make_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     """Independent generators for the minibatch indices and the sampler noise, from one seed."""
     seeds = np.random.SeedSequence(int(seed)).generate_state(2, dtype=np.uint64)
@@ -127,8 +130,11 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             done = step
             if info.accepted is not None:
                 accepted += info.accepted
-            finite = torch.isfinite(state.position).all(1)
-            first_bad.masked_fill_(~finite & (first_bad == 0), step)
+            if step % _FINITE_CHECK_EVERY == 0 or step == total:
+                # Non-finite values persist (NaN propagates; MALA rejects them), so a sparse check finds
+                # every divergence; it is reported with the step at which it was first seen.
+                finite = torch.isfinite(state.position).all(1)
+                first_bad.masked_fill_(~finite & (first_bad == 0), step)
             if step > burn_in and (step - burn_in) % thin == 0:
                 draws[:, recorded] = state.position
                 recorded += 1
