@@ -39,8 +39,9 @@ def batch_means_of_chain_means(draws: np.ndarray, f=lambda x: x):
     return per_chain.mean(0), per_chain.std(0, ddof=1) / np.sqrt(per_chain.shape[0])
 
 
-def chain_moments(draws: np.ndarray, mean_ref: np.ndarray):
-    """Mean and covariance (about ``mean_ref``... estimated) with SEs from the spread over chains."""
+def chain_moments(draws: np.ndarray):
+    """Pooled mean (p,) and covariance (p, p) of (chains, draws, p), each with its standard error from
+    the spread of the independent chains' own averages."""
     mean, mean_se = batch_means_of_chain_means(draws)
     centred = draws - mean
     outer = lambda x: (x[..., :, None] * x[..., None, :])

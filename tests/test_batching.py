@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sgworld.batching import SCHEMES, IndexStream, distinct_indices, noise_factor
 
-from conftest import Z_TOL, assert_within_se
+from conftest import assert_within_se
 
 
 def stream(scheme, n, b, k, seed=0, **kw):

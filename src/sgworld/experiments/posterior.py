@@ -54,7 +54,7 @@ class Config:
     chains: int = 1024
     burn_in_relaxations: float = 6.0  # burn-in in units of the slowest relaxation time 1/(lr h_min)
     sample_relaxations: float = 20.0  # sampling span in the same units
-    max_steps: int = 10000       # cap on burn-in + sampling steps per run (the study budget)
+    max_steps: int = 6000        # cap on burn-in + sampling steps per run (the study budget)
     draws: int = 100             # recorded draws per chain
     wor_permutations: int = 20000  # permutations averaged for SGWORLD's exact moments
     seed: int = 0
