@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DivergenceError
-from .experiments.common import ConfigError, load_toml, parse_sets, resolve_config
+from .experiments.common import ConfigError, load_toml, parse_sets, resolve_config, torch_threads
 
 STUDIES = {
     "posterior": "sgworld.experiments.posterior",
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (overrides config and --set)")
     run.add_argument("--quick", action="store_true", help="small preset for a fast smoke run")
     run.add_argument("--data-dir", help="regression study: folder with x_train.txt, y_train.txt (and wmin.txt)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch intra-op threads during the run (default 1; 0 leaves torch's default)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -80,7 +82,8 @@ def command_run(args) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.info("sgworld %s: run %s with %s", __version__, args.study, config)
     try:
-        metrics = study.run(config, out, progress=False if args.quiet else None)
+        with torch_threads(args.threads):
+            metrics = study.run(config, out, progress=False if args.quiet else None)
     except DivergenceError as exc:
         logging.error("%s", exc)
         if exc.trace is not None:
