@@ -25,8 +25,10 @@ from ._checks import check_choice, check_int_range
 SCHEMES = ("wr", "iid", "wor", "shuffle_once", "sequential")
 EPOCH_SCHEMES = ("wor", "shuffle_once", "sequential")
 
-# Elements drawn per block for the step-wise schemes (bounds the memory of one block).
+# Step-wise schemes draw blocks of steps: the first is small (fast start), later ones double up to
+# this many indices (bounds the memory of one block and amortises per-block overhead).
 _BLOCK_ELEMENTS = 1 << 20
+_FIRST_BLOCK_STEPS = 16
 
 
 def noise_factor(scheme: str, n: int, batch_size: int) -> float:
@@ -83,6 +85,7 @@ class IndexStream:
         full, rest = divmod(self.n, self.batch_size)
         self.steps_per_epoch = full + (1 if rest and not self.drop_last else 0)
         self._block: list[torch.Tensor] = []
+        self._block_steps = _FIRST_BLOCK_STEPS
         # Permutations are shuffled by numpy, from a generator seeded by the torch generator.
         self._perm_rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         self._fixed_perm = None
@@ -106,7 +109,8 @@ class IndexStream:
 
     def _next_block(self) -> torch.Tensor:
         k, n, b = self.chains, self.n, self.batch_size
-        steps = max(1, _BLOCK_ELEMENTS // (k * b))
+        steps = min(self._block_steps, max(1, _BLOCK_ELEMENTS // (k * b)))
+        self._block_steps *= 2
         if self.scheme == "iid":
             return torch.randint(n, (steps, k, b), generator=self.generator, device=self.device)
         return distinct_indices(steps * k, n, b, self.generator, self.device).reshape(steps, k, b)

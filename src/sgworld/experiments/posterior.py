@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .. import diagnostics
+from .._checks import check_choice, check_int_range, check_positive
 from ..batching import noise_factor
 from ..problems import BayesianLinearRegression
 from ..run import sample
@@ -119,10 +120,29 @@ def fit_slope(lrs, kls) -> float | None:
     return float(np.polyfit(np.log(lrs[ok]), np.log(kls[ok]), 1)[0])
 
 
-def run(config: Config, out_dir, progress=None) -> dict:
+def check_config(config: Config) -> None:
+    """Reject bad settings before any work, with the value and the allowed range."""
+    check_int_range("n", config.n, 2)
+    check_int_range("d", config.d, 1)
+    check_int_range("batch_size", config.batch_size, 1, config.n)
+    check_int_range("chains", config.chains, 2)
+    check_int_range("draws", config.draws, 4)
+    check_int_range("num_lrs", config.num_lrs, 2)
+    check_int_range("max_steps", config.max_steps, 2 * config.draws)
+    check_int_range("wor_permutations", config.wor_permutations, 2)
+    for name in ("noise_std", "prior_std", "lr_max_factor", "decades", "burn_in_relaxations", "sample_relaxations"):
+        check_positive(name, getattr(config, name))
+    check_positive("temperature", config.temperature)
+    if not -1 < config.feature_corr < 1:
+        raise ValueError(f"feature_corr = {config.feature_corr} is out of range; allowed: -1 < feature_corr < 1")
+    for lr in config.lrs or ():
+        check_positive("lrs entry", lr)
     for m in config.methods:
-        if m not in METHODS:
-            raise ValueError(f"unknown method {m!r} in methods; choose from {', '.join(METHODS)}")
+        check_choice("method", m, METHODS)
+
+
+def run(config: Config, out_dir, progress=None) -> dict:
+    check_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
