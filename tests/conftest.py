@@ -49,6 +49,15 @@ def chain_moments(draws: np.ndarray):
     return mean, mean_se, cov, cov_se
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tests' tensors are small: one intra-op thread is faster, and robust on a shared machine."""
+    from sgworld.run import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture
 def blr_problem():
     """A small Bayesian linear regression with correlated features (N = 40, d = 2)."""

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DivergenceError
-from .experiments.common import ConfigError, load_toml, parse_sets, resolve_config, torch_threads
+from .experiments.common import ConfigError, load_toml, parse_sets, resolve_config
+from .run import torch_threads
 
 STUDIES = {
     "posterior": "sgworld.experiments.posterior",

@@ -13,11 +13,9 @@ import math
 import os
 import tomllib
 import typing
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import __version__
 
@@ -132,19 +130,3 @@ def write_config(out_dir: str | os.PathLike, config, **extra) -> Path:
     """``out_dir/config.json``: every resolved setting plus the package version."""
     return write_json(Path(out_dir) / "config.json", {**to_jsonable(config), **extra, "sgworld_version": __version__})
 
-
-@contextmanager
-def torch_threads(threads: int):
-    """Temporarily set torch's intra-op threads (``threads <= 0``: unchanged).
-
-    The studies' hot loops are many small tensor ops, for which one thread per process is as fast
-    as two on an idle machine and far faster when the cores are shared (threads then spin-wait on
-    each other).
-    """
-    previous = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

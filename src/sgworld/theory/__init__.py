@@ -1,0 +1,21 @@
+"""Fokker–Planck theory of SGD at a point: exact discrete-time moments for quadratic problems
+(``exact``), the stationary state near a minimum (``stationary``) and the quantities computed from a
+Problem at a point (``point``). Reference: arXiv 2306.03521."""
+
+from .exact import Moments, epoch_stationary_moments, stepwise_stationary_moments, ula_stationary_cov
+from .point import (
+    diffusion, effective_loss, find_minimum, gradient_covariance, minimize_effective_loss, sigma_wor,
+    wor_epoch_diffusion, wor_theory, wor_validity, wr_theory,
+)
+from .stationary import (
+    StationaryState, circulation, commutator_ratio, entropy_production_rate, solve_lyapunov,
+    stationary_state, velocity,
+)
+
+__all__ = [
+    "Moments", "stepwise_stationary_moments", "epoch_stationary_moments", "ula_stationary_cov",
+    "find_minimum", "gradient_covariance", "diffusion", "effective_loss", "minimize_effective_loss",
+    "wor_epoch_diffusion", "sigma_wor", "wor_validity", "wr_theory", "wor_theory",
+    "StationaryState", "stationary_state", "solve_lyapunov", "circulation", "velocity",
+    "entropy_production_rate", "commutator_ratio",
+]

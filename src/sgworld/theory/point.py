@@ -1,0 +1,776 @@
+"""Fokker–Planck quantities of SGD at a point ``w`` of a Problem (arXiv 2306.03521, DESIGN 3).
+
+Everything is computed with ``torch.func`` through the Problem (per-sample gradients via
+``batch_grad`` with batches of one sample, Hessians via ``problem.hessian``) in the problem's dtype
+(float64 for analysis) and returned as float64 numpy arrays.
+
+With replacement (``wr``), per step::
+
+    S(w)  = (1/N) sum_i grad U_i grad U_i^T - grad L grad L^T          (exactly centred)
+    D_WR  = (lr^2 / 2) f S,   f = (N-b)/(b(N-1))   (``iid``: f = 1/b)
+    H Sigma + Sigma H = (2/lr) D_WR,   Q = (lr/2)(H Sigma - Sigma H)   (``sgworld.theory.stationary``)
+
+Without replacement (``wor``, random reshuffling, M = N/b steps per epoch) the batch-gradient
+errors of an epoch sum to zero at fixed w, so one epoch maps ``w -> w + Delta(w)`` with::
+
+    Delta = -lr sum_t g_t + lr^2 sum_{s<t} H_t g_s + O(lr^3)
+
+(``g_t``, ``H_t``: gradient and Hessian of the t-th batch loss at the epoch's start). Its mean
+follows the effective loss ``L_eff = L + (lr/4)[|grad L|^2 + f tr S]`` (whose minimiser, not w*,
+is the stationary mean); its fluctuation is O(lr^2), so the per-epoch diffusion
+``D_WOR = Cov[Delta]/2`` is O(lr^4) and ``lr M (H Sigma + Sigma H) = 2 D_WOR`` makes the WOR
+stationary covariance O(lr^3). The expansion is valid while ``lr M h_max << 1``.
+
+The Lyapunov solver, circulation and entropy production live in :mod:`sgworld.theory.stationary`;
+this module supplies their inputs (w*, H, S, D, w_eff, D_WOR) from a Problem.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.func import grad as func_grad
+from torch.func import hessian as func_hessian
+from torch.func import jvp
+
+from .._checks import check_choice, check_int_range, check_positive
+from ..batching import IndexStream, noise_factor
+from ..problems import Problem
+from ..samplers import sgd
+from .stationary import (
+    StationaryState,
+    as_float64,
+    commutator_ratio,
+    solve_lyapunov,
+    stationary_state,
+)
+
+__all__ = [
+    "NewtonResult",
+    "find_minimum",
+    "gradient_covariance",
+    "diffusion",
+    "effective_loss",
+    "EffectiveMinimum",
+    "minimize_effective_loss",
+    "EpochDiffusion",
+    "wor_epoch_diffusion",
+    "wor_diffusion_leading",
+    "sigma_wor",
+    "wor_sigma_standard_error",
+    "wor_validity",
+    "WRTheory",
+    "wr_theory",
+    "WORTheory",
+    "wor_theory",
+]
+
+STEPWISE_SCHEMES = ("wr", "iid")
+_SINGULAR_RCOND = 1e-12  # S with eigenvalue ratio below this is treated as singular
+_EPOCH_CHUNK = 8192      # independent epochs simulated at once (bounds memory: chunk * M * b indices)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _as_point(problem: Problem, w, name: str = "w") -> torch.Tensor:
+    """``w`` (numpy, torch or sequence) as a finite (p,) tensor in the problem's dtype."""
+    w = torch.as_tensor(np.asarray(as_float64(w, name)), dtype=problem.dtype)
+    if w.shape != (problem.dim,):
+        raise ValueError(f"{name} must have shape ({problem.dim},) for this problem, got {tuple(w.shape)}")
+    return w
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _loss(problem: Problem, w: torch.Tensor) -> torch.Tensor:
+    return problem.loss(w.unsqueeze(0))[0]
+
+
+def _grad(problem: Problem, w: torch.Tensor) -> torch.Tensor:
+    return problem.grad(w.unsqueeze(0))[0]
+
+
+def _sample_grads(problem: Problem, w: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``grad U_i(w)`` for i in [start, stop), shape (stop - start, p): ``batch_grad`` with batches of one."""
+    idx = torch.arange(start, stop).unsqueeze(1)
+    return problem.batch_grad(w.expand(stop - start, -1), idx)
+
+
+def _eigh(M: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    M = np.asarray(M.detach().cpu().double().numpy() if isinstance(M, torch.Tensor) else M, dtype=np.float64)
+    return np.linalg.eigh(0.5 * (M + M.T))
+
+
+def _check_minimum_hessian(H: np.ndarray, where: str = "w") -> None:
+    """ValueError unless ``H`` is positive definite, naming the smallest eigenvalue."""
+    lam = np.linalg.eigvalsh(0.5 * (H + H.T))
+    if lam[0] <= lam[-1] * np.finfo(float).eps * H.shape[0] or lam[0] <= 0:
+        raise ValueError(
+            f"{where} is not a minimum of L: the Hessian is not positive definite (smallest eigenvalue "
+            f"{lam[0]:.6g}, largest {lam[-1]:.6g}). The stationary-state theory expands around a minimum; "
+            "find one first with find_minimum(problem, w0)")
+
+
+def _check_at_minimum(H: np.ndarray, g: np.ndarray, Sigma: np.ndarray, where: str = "w") -> None:
+    """ValueError if the Newton step to the minimum is larger than the stationary spread.
+
+    The expansion assumes the cloud sits around ``w``; an offset bigger than one standard deviation
+    of ``N(w, Sigma)`` (Mahalanobis distance > 1) means ``w`` is not the minimum.
+    """
+    step = np.linalg.solve(H, g)
+    distance = float(np.sqrt(step @ np.linalg.solve(Sigma, step)))
+    if distance > 1.0:
+        raise ValueError(
+            f"{where} is not at a minimum of L: |grad L| = {np.linalg.norm(g):.3g} and the Newton step to the "
+            f"minimum ({np.max(np.abs(step)):.3g} in max-norm) is {distance:.3g} standard deviations of the "
+            "predicted stationary cloud. Refine it first with find_minimum(problem, w)")
+
+
+# --------------------------------------------------------------------------- Newton's method
+
+
+@dataclass(frozen=True)
+class NewtonResult:
+    """Outcome of Newton's method.
+
+    Attributes
+    ----------
+    w : (p,)              the minimiser
+    iterations : int      Newton steps taken (a quadratic from anywhere: 1)
+    grad_norm : float     |grad| at ``w``
+    step_norm : float     max-norm of the last Newton step (the convergence test)
+    value : float         objective at ``w``
+    regularised_steps : int  steps where the Hessian was not positive definite and was replaced
+                          by |H| (eigenvalues by their absolute values, floored)
+    """
+
+    w: np.ndarray
+    iterations: int
+    grad_norm: float
+    step_norm: float
+    value: float
+    regularised_steps: int
+
+
+def _newton_direction(g: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``-H^{-1} g``; where ``H`` is not (numerically) positive definite, ``-|H|^{-1} g`` (a descent direction).
+
+    ``|H|`` has the eigenvalues' absolute values, floored at 1e-8 of the largest: the damped step of
+    "saddle-free" Newton, which moves away from saddles and maxima instead of towards them.
+    """
+    lam, V = torch.linalg.eigh(0.5 * (H + H.T))
+    top = float(lam.abs().max())
+    regularised = bool(lam[0] <= H.shape[0] * np.finfo(float).eps * top) or top == 0
+    if regularised:
+        lam = lam.abs().clamp_min(1e-8 * top if top > 0 else 1.0)
+    return -(V @ ((V.T @ g) / lam)), regularised
+
+
+def _newton(value_fn: Callable, grad_fn: Callable, hess_fn: Callable, w0: torch.Tensor, *, tol: float,
+            max_iter: int, what: str) -> NewtonResult:
+    """Newton's method with a backtracking (Armijo) line search on ``value_fn``.
+
+    Converged when the max-norm of the Newton step is ``<= tol * (1 + |w|_max)`` at a positive
+    definite Hessian. Near the minimum the predicted decrease ``|g.p|/2`` falls below what the
+    objective's round-off can resolve; the full step is then taken without a line search (the
+    quadratic-convergence region).
+    """
+    tol = check_positive("tol", tol)
+    max_iter = check_int_range("max_iter", max_iter, 1)
+    w = w0.clone()
+    regularised_steps = 0
+    step_norm = math.inf
+    for it in range(max_iter + 1):
+        g, H = grad_fn(w), hess_fn(w)
+        if not (torch.isfinite(g).all() and torch.isfinite(H).all()):
+            raise ValueError(f"{what}: the gradient or Hessian is not finite at iteration {it}; start closer "
+                             "to a minimum (e.g. after a short SGD run)")
+        p, regularised = _newton_direction(g, H)
+        step_norm = float(p.abs().max())
+        if not regularised and step_norm <= tol * (1.0 + float(w.abs().max())):
+            w = w + p
+            return NewtonResult(w=_numpy(w), iterations=it, grad_norm=float(grad_fn(w).norm()),
+                                step_norm=step_norm, value=float(value_fn(w)), regularised_steps=regularised_steps)
+        if it == max_iter:
+            break
+        regularised_steps += regularised
+        w = _line_search(value_fn, w, g, p, regularised, what)
+    raise ValueError(
+        f"{what}: Newton's method did not converge in {max_iter} iterations (last step {step_norm:.3g}, "
+        f"|grad| = {float(grad_fn(w).norm()):.3g}). Start closer to a minimum, e.g. at the final position "
+        "of a short SGD run (sgworld.sample(problem, 'sgd', ...)), or raise max_iter")
+
+
+def _line_search(value_fn, w, g, p, regularised: bool, what: str) -> torch.Tensor:
+    f0 = float(value_fn(w))
+    slope = float(g @ p)
+    resolution = 1e3 * np.finfo(float).eps * max(abs(f0), 1.0)
+    if not regularised and -0.5 * slope < resolution:
+        return w + p  # the loss cannot resolve the step: pure Newton (quadratic region)
+    t = 1.0
+    for _ in range(60):
+        trial = w + t * p
+        f = float(value_fn(trial))
+        if math.isfinite(f) and f <= f0 + 1e-4 * t * slope:
+            return trial
+        t *= 0.5
+    raise ValueError(f"{what}: the line search found no decrease of the objective from the current point "
+                     f"(objective {f0:.6g}, directional derivative {slope:.3g}); start closer to a minimum, "
+                     "e.g. after a short SGD run")
+
+
+def find_minimum(problem: Problem, w0=None, *, tol: float = 1e-12,
+                 max_iter: int = 100) -> tuple[np.ndarray, NewtonResult]:
+    """Minimum ``w*`` of the full loss ``L`` by Newton's method with a backtracking line search.
+
+    Steps ``p = -H^{-1} grad L`` with ``H = problem.hessian(w)``; where ``H`` is not positive definite
+    the step uses ``|H|`` (eigenvalues by their absolute values), a damped descent step. Converges
+    when the Newton step is below ``tol * (1 + |w|_max)`` at a positive definite Hessian.
+
+    Parameters
+    ----------
+    problem : Problem
+    w0 : (p,) array, optional
+        Starting point (default: ``problem.initial_params()``).
+    tol : float
+        Relative max-norm of the final Newton step.
+    max_iter : int
+
+    Returns
+    -------
+    (w_star, NewtonResult)
+        ``w_star`` (p,) float64.
+
+    Raises
+    ------
+    ValueError
+        No convergence within ``max_iter`` (the message suggests a better start, e.g. a short SGD run).
+    """
+    w = _as_point(problem, problem.initial_params() if w0 is None else w0, "w0")
+    with torch.no_grad():
+        result = _newton(lambda x: _loss(problem, x), lambda x: _grad(problem, x), problem.hessian, w,
+                         tol=tol, max_iter=max_iter, what="find_minimum")
+    return result.w, result
+
+
+# --------------------------------------------------------------------------- gradient noise
+
+
+def gradient_covariance(problem: Problem, w, chunk_size: int = 1024) -> np.ndarray:
+    r"""Per-sample gradient covariance ``S(w) = (1/N) sum_i grad U_i grad U_i^T - grad L grad L^T``.
+
+    Exactly centred: chunks of per-sample gradients are merged with Chan's pairwise update of the
+    mean and centred sum of squares, so no ``E[gg^T] - E[g]E[g]^T`` cancellation occurs and memory is
+    ``O(chunk_size * p + p^2)``. The batch-mean gradient noise per step is ``f S`` (DESIGN 3).
+
+    Returns
+    -------
+    S : (p, p) float64, symmetric positive semidefinite.
+    """
+    w = _as_point(problem, w)
+    chunk_size = check_int_range("chunk_size", chunk_size, 1)
+    p = problem.dim
+    count, mean, m2 = 0, torch.zeros(p, dtype=w.dtype), torch.zeros(p, p, dtype=w.dtype)
+    with torch.no_grad():
+        for start in range(0, problem.n, chunk_size):
+            G = _sample_grads(problem, w, start, min(start + chunk_size, problem.n))
+            c_mean = G.mean(0)
+            dG = G - c_mean
+            c = G.shape[0]
+            delta = c_mean - mean
+            m2 += dG.T @ dG + torch.outer(delta, delta) * (count * c / (count + c))
+            mean += delta * (c / (count + c))
+            count += c
+    S = _numpy(m2 / count)
+    return 0.5 * (S + S.T)
+
+
+def diffusion(source, lr: float, batch_size: int, scheme: str = "wr", *, w=None, n: int | None = None,
+              chunk_size: int = 1024) -> np.ndarray:
+    r"""Per-step diffusion of minibatch SGD, ``D = (lr^2 / 2) f S`` (half the per-step noise covariance).
+
+    ``f`` is :func:`sgworld.batching.noise_factor`: ``(N-b)/(b(N-1))`` for ``wr``, ``1/b`` for ``iid``.
+
+    Parameters
+    ----------
+    source : Problem or (p, p) array
+        A Problem (then ``w`` is required and ``S = gradient_covariance(problem, w)``), or ``S`` itself
+        (then ``n`` is required).
+    lr, batch_size, scheme
+        Step size, minibatch size b and the step-wise scheme (``"wr"`` or ``"iid"``). For ``wor`` the
+        diffusion is per epoch and O(lr^4): use :func:`wor_epoch_diffusion`.
+    """
+    lr = check_positive("lr", lr)
+    if scheme not in STEPWISE_SCHEMES:
+        if scheme == "wor":
+            raise ValueError("scheme 'wor' has no per-step diffusion (its noise is per epoch and O(lr^4)); "
+                             "use wor_epoch_diffusion(problem, w, lr, batch_size)")
+        check_choice("scheme", scheme, STEPWISE_SCHEMES)
+    if isinstance(source, Problem):
+        if w is None:
+            raise ValueError("diffusion(problem, ...) needs the point: pass w=<(p,) array>")
+        S, n = gradient_covariance(source, w, chunk_size), source.n
+    else:
+        if n is None:
+            raise ValueError("diffusion(S, ...) needs the number of samples: pass n=N")
+        S = as_float64(source, "S")
+        if S.ndim != 2 or S.shape[0] != S.shape[1]:
+            raise ValueError(f"S must be a square (p, p) matrix, got shape {S.shape}")
+        n = check_int_range("n (number of samples)", n, 1)
+    batch_size = check_int_range("batch_size", batch_size, 1, n)
+    return 0.5 * lr * lr * noise_factor(scheme, n, batch_size) * S
+
+
+# --------------------------------------------------------------------------- effective loss (WOR mean)
+
+
+def effective_loss(problem: Problem, lr: float, batch_size: int,
+                   chunk_size: int = 1024) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""The WOR effective loss ``L_eff(w) = L + (lr/4) [ |grad L|^2 + f tr S(w) ]`` as a torch function.
+
+    ``f = (N-b)/(b(N-1))``, ``tr S = (1/N) sum_i |grad U_i|^2 - |grad L|^2``. One WOR epoch moves the
+    mean by ``-lr M grad L_eff + O(lr^3)`` (the batch errors of an epoch sum to zero; the ``f tr S``
+    term is the average of ``lr^2 sum_{s<t} (H_t - H)(g_s - g)`` over permutations, the ``|grad L|^2``
+    term the discrete-step correction of gradient descent), so its minimiser is the stationary mean
+    (arXiv 2306.03521, DESIGN 3). Assumes every sample is used each epoch (N divisible by b).
+
+    The returned callable maps ``w`` (p,) to a 0-d tensor and is differentiable with ``torch.func``
+    (``grad``, ``hessian``); it costs one pass of per-sample gradients over the data (chunked).
+    """
+    lr = check_positive("lr", lr)
+    batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
+    f = noise_factor("wr", problem.n, batch_size)
+
+    def correction(w: torch.Tensor) -> torch.Tensor:
+        g = _grad(problem, w)
+        sq = sum((_sample_grads(problem, w, s, min(s + chunk_size, problem.n)) ** 2).sum()
+                 for s in range(0, problem.n, chunk_size)) / problem.n
+        gg = (g * g).sum()
+        return 0.25 * lr * (gg + f * (sq - gg))
+
+    def l_eff(w: torch.Tensor) -> torch.Tensor:
+        return _loss(problem, w) + correction(w)
+
+    return l_eff
+
+
+@dataclass(frozen=True)
+class EffectiveMinimum:
+    """Minimiser of ``L_eff`` (the predicted WOR stationary mean), two ways.
+
+    Attributes
+    ----------
+    w_eff : (p,)          Newton's method on ``L_eff`` started at w* (exact minimiser of L_eff)
+    w_first_order : (p,)  ``w* - H^{-1} grad L_eff(w*)``: one Newton step with L's Hessian; differs
+                          from ``w_eff`` by O(lr^2)
+    shift : (p,)          ``w_eff - w*`` (O(lr))
+    difference : float    ``max |w_eff - w_first_order|`` (the O(lr^2) size of the expansion's error)
+    newton : NewtonResult
+    """
+
+    w_eff: np.ndarray
+    w_first_order: np.ndarray
+    shift: np.ndarray
+    difference: float
+    newton: NewtonResult
+
+
+def minimize_effective_loss(problem: Problem, lr: float, batch_size: int, w_star, *, tol: float = 1e-13,
+                            max_iter: int = 50) -> EffectiveMinimum:
+    """Minimiser of :func:`effective_loss` starting from the minimum ``w*`` of L, with the first-order formula.
+
+    Both are returned. They differ at O(lr^2), the order to which ``L_eff`` itself describes the
+    stationary mean, so either is the theory's prediction (``w_eff`` is the one :func:`wor_theory`
+    uses). Against the exact WOR mean of a quadratic problem both err by about 0.1 lr M h_max
+    relative to the shift ``w_eff - w*`` (tests/theory/test_point.py).
+    """
+    w_star_t = _as_point(problem, w_star, "w_star")
+    l_eff = effective_loss(problem, lr, batch_size)
+    grad_eff, hess_eff = func_grad(l_eff), func_hessian(l_eff)
+    H = problem.hessian(w_star_t)
+    _check_minimum_hessian(_numpy(H), "w_star")
+    first = w_star_t - torch.linalg.solve(H, grad_eff(w_star_t).detach())
+    result = _newton(lambda x: l_eff(x).detach(), lambda x: grad_eff(x).detach(), lambda x: hess_eff(x).detach(),
+                     w_star_t, tol=tol, max_iter=max_iter, what="minimize_effective_loss")
+    first = _numpy(first)
+    return EffectiveMinimum(w_eff=result.w, w_first_order=first, shift=result.w - _numpy(w_star_t),
+                            difference=float(np.max(np.abs(result.w - first))), newton=result)
+
+
+# --------------------------------------------------------------------------- WOR epoch diffusion
+
+
+@dataclass(frozen=True)
+class EpochDiffusion:
+    """Per-epoch diffusion ``D_WOR = Cov[Delta]/2`` of WOR SGD started at ``w``, two ways, same permutations.
+
+    Attributes
+    ----------
+    D, D_se : (p, p)          from simulated one-epoch displacements (exact to all orders in lr)
+    D_second_order, D_second_order_se : (p, p)
+                              from the second-order epoch map ``-lr sum_t g_t + lr^2 sum_{s<t} H_t g_s``
+                              evaluated on the same permutations (the O(lr^4) theory)
+    difference_se : (p, p)    standard error of ``D - D_second_order`` (paired: the same permutations)
+    mean_displacement, mean_displacement_se : (p,)
+                              mean simulated epoch displacement (``-lr M grad L_eff`` + O(lr^3))
+    epochs : int              independent epochs (one fresh permutation each)
+    steps_per_epoch : int     M
+    displacements, second_order_displacements : (epochs, p)
+                              the per-epoch displacements themselves (for standard errors of derived
+                              quantities, e.g. ``WORTheory.Sigma_se``)
+    """
+
+    D: np.ndarray
+    D_se: np.ndarray
+    D_second_order: np.ndarray
+    D_second_order_se: np.ndarray
+    difference_se: np.ndarray
+    mean_displacement: np.ndarray
+    mean_displacement_se: np.ndarray
+    epochs: int
+    steps_per_epoch: int
+    displacements: np.ndarray
+    second_order_displacements: np.ndarray
+
+
+def _epoch_batches(n: int, batch_size: int, epochs: int, generator: torch.Generator) -> torch.Tensor:
+    """(epochs, M, b) indices: each row one fresh uniform permutation cut into M batches (remainder dropped)."""
+    stream = IndexStream("wor", n, batch_size, epochs, generator)
+    return torch.stack([next(stream) for _ in range(stream.steps_per_epoch)], dim=1)
+
+
+def _simulated_displacements(problem: Problem, w: torch.Tensor, lr: float, batches: torch.Tensor) -> torch.Tensor:
+    """One epoch of SGD (the sampler's own kernel) from ``w`` for every row of ``batches``: (epochs, p)."""
+    kernel = sgd(problem, lr, scheme="wor")
+    state = kernel.init(w.expand(batches.shape[0], -1).clone())
+    for t in range(batches.shape[1]):
+        state, _ = kernel.step(state, batches[:, t], None)
+    return state.position - w
+
+
+def _second_order_displacements(problem: Problem, w: torch.Tensor, lr: float, batches: torch.Tensor) -> torch.Tensor:
+    """``-lr sum_t g_t + lr^2 sum_t H_t (sum_{s<t} g_s)`` at ``w`` for every row of ``batches``: (epochs, p).
+
+    ``H_t c`` is a Hessian-vector product of the batch gradient (``torch.func.jvp``), so no per-sample
+    Hessians are formed: memory O(epochs * p).
+    """
+    W = w.expand(batches.shape[0], -1).clone()
+    earlier = torch.zeros_like(W)  # sum_{s<t} g_s
+    second = torch.zeros_like(W)   # sum_t H_t sum_{s<t} g_s
+    for t in range(batches.shape[1]):
+        idx = batches[:, t]
+        g_t, h_t = jvp(lambda x: problem.batch_grad(x, idx), (W,), (earlier,))
+        second += h_t
+        earlier += g_t
+    return -lr * earlier + lr * lr * second
+
+
+def _covariance_with_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Covariance of the rows of ``x`` (n, p), the standard error of each entry, and the centred products."""
+    dx = x - x.mean(0)
+    prod = dx[:, :, None] * dx[:, None, :]
+    n = x.shape[0]
+    return prod.mean(0) * n / (n - 1), prod.std(0, ddof=1) / math.sqrt(n), prod
+
+
+def wor_epoch_diffusion(problem: Problem, w, lr: float, batch_size: int, *, epochs: int = 20000,
+                        seed: int = 0) -> EpochDiffusion:
+    r"""Per-epoch WOR diffusion ``D_WOR = Cov[Delta]/2`` at ``w``: simulated and second-order formula.
+
+    ``epochs`` independent one-epoch SGD runs start at ``w``, each with a fresh uniform permutation
+    (the ``wor`` index stream, remainder dropped) and the sampler's own SGD kernel; ``Delta`` is the
+    displacement after ``M = floor(N/b)`` steps. On the same permutations the second-order epoch map
+
+    .. math:: \Delta_2 = -lr \sum_t g_t + lr^2 \sum_{s<t} H_t g_s
+
+    is evaluated exactly (``g_t``, ``H_t``: gradient and Hessian of batch t's loss at ``w``). When every
+    sample is used once per epoch, ``sum_t g_t = M grad L`` is the same for every permutation, so the
+    fluctuation of ``Delta`` is ``lr^2 [sum_{s<t} H_t g_s - mean]``: at a minimum, with ``g_s = e_s``
+    (batch errors, summing to zero) and ``H_t = H + E_t``,
+    ``sum_{s<t} H_t e_s = H sum_s (M-1-s) e_s + sum_{s<t} E_t e_s``. The first term alone gives the
+    closed form :func:`wor_diffusion_leading`; the second (spread of the per-sample Hessians) matters
+    in soft directions. ``D`` and ``D_second_order`` differ by O(lr M h_max) relative (third order).
+    A dropped remainder (N not divisible by b) adds an O(lr^2) term, included in both.
+
+    Standard errors are those of a covariance entry from ``epochs`` i.i.d. displacements.
+
+    Parameters
+    ----------
+    problem, w, lr, batch_size
+    epochs : int
+        Independent epochs (relative standard error of D about ``sqrt(2 / epochs)``).
+    seed : int
+        Seeds the permutations; nothing else is random.
+    """
+    w = _as_point(problem, w)
+    lr = check_positive("lr", lr)
+    batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
+    epochs = check_int_range("epochs", epochs, 2)
+    generator = torch.Generator().manual_seed(int(seed))
+    sim, second = [], []
+    with torch.no_grad():
+        for start in range(0, epochs, _EPOCH_CHUNK):
+            batches = _epoch_batches(problem.n, batch_size, min(_EPOCH_CHUNK, epochs - start), generator)
+            sim.append(_simulated_displacements(problem, w, lr, batches))
+            second.append(_second_order_displacements(problem, w, lr, batches))
+    sim, second = _numpy(torch.cat(sim)), _numpy(torch.cat(second))
+    cov_sim, se_sim, prod_sim = _covariance_with_se(sim)
+    cov_2, se_2, prod_2 = _covariance_with_se(second)
+    diff_se = (prod_sim - prod_2).std(0, ddof=1) / math.sqrt(epochs)
+    return EpochDiffusion(D=0.5 * cov_sim, D_se=0.5 * se_sim, D_second_order=0.5 * cov_2, D_second_order_se=0.5 * se_2,
+                          difference_se=0.5 * diff_se, mean_displacement=sim.mean(0),
+                          mean_displacement_se=sim.std(0, ddof=1) / math.sqrt(epochs), epochs=epochs,
+                          steps_per_epoch=problem.n // batch_size, displacements=sim, second_order_displacements=second)
+
+
+def wor_diffusion_leading(H, S, lr: float, n: int, batch_size: int) -> np.ndarray:
+    r"""Closed-form leading WOR epoch diffusion ``D = lr^4 M^2 (M^2 - 1) / (24 (N-1)) H S H``.
+
+    At a minimum, the fluctuating epoch displacement is ``lr^2 H sum_s (M-1-s) e_s`` plus the
+    per-sample-Hessian term. With ``Cov[e_s] = f S`` and ``Cov[e_s, e_t] = -S/(N-1)`` (s != t) for
+    disjoint batches of one permutation, ``Cov[sum_s c_s e_s] = (M/(N-1)) [sum c^2 - (sum c)^2/M] S
+    = M^2 (M^2-1)/(12 (N-1)) S``. Exact for problems whose per-sample Hessians are all equal (e.g.
+    :class:`sgworld.problems.GaussianLocation`); otherwise use :func:`wor_epoch_diffusion`.
+    Requires N divisible by b.
+    """
+    n = check_int_range("n (number of samples)", n, 2)
+    batch_size = check_int_range("batch_size", batch_size, 1, n)
+    if n % batch_size:
+        raise ValueError(f"the closed form needs N divisible by b (N = {n}, b = {batch_size}); a dropped remainder "
+                         "adds O(lr^2) noise per epoch: use wor_epoch_diffusion")
+    m = n // batch_size
+    H, S = as_float64(H, "H"), as_float64(S, "S")
+    D = check_positive("lr", lr) ** 4 * m * m * (m * m - 1) / (24.0 * (n - 1)) * (H @ S @ H)
+    return 0.5 * (D + D.T)
+
+
+def _epoch_drift(H: np.ndarray, lr: float, steps_per_epoch: int) -> np.ndarray:
+    """``I - (I - lr H)^M`` (the linearised epoch map's contraction), digit-safe via ``expm1``/``log1p``."""
+    lam, V = _eigh(H)
+    k = -np.expm1(steps_per_epoch * np.log1p(-lr * lam))
+    return (V * k) @ V.T
+
+
+def sigma_wor(H, D_wor, lr: float, steps_per_epoch: int, *, discrete: bool = False) -> np.ndarray:
+    r"""WOR stationary covariance at epoch boundaries from ``lr M (H Sigma + Sigma H) = 2 D_WOR``.
+
+    Solved with :func:`sgworld.theory.stationary.solve_lyapunov` (``scale = M``). With
+    ``discrete=True`` the exact linear epoch map is used instead of its small-``lr M H`` limit:
+    ``Sigma = F Sigma F + 2 D_WOR`` with ``F = (I - lr H)^M`` (a relative correction of order
+    ``lr M h`` per mode, a few percent in the paper's regime).
+    """
+    lr = check_positive("lr", lr)
+    steps = check_int_range("steps_per_epoch", steps_per_epoch, 1)
+    if discrete:
+        return solve_lyapunov(_epoch_drift(as_float64(H, "H"), lr, steps), D_wor, 1.0, discrete=True)
+    return solve_lyapunov(H, D_wor, lr, scale=steps)
+
+
+def wor_sigma_standard_error(H, displacements, lr: float, steps_per_epoch: int, basis=None) -> np.ndarray:
+    """Monte Carlo standard error of :func:`sigma_wor` (continuous) from the epoch displacements behind D_WOR.
+
+    ``lr M (H Sigma + Sigma H) = Cov[displacements]`` is linear in the covariance, so ``Sigma`` is an
+    average over epochs of per-epoch solutions, in H's eigenbasis ``z_k z_l / (lr M (h_k + h_l))``
+    with ``z`` the centred displacement; their spread gives the standard error of every entry of
+    ``basis^T Sigma basis`` (default basis: the identity, i.e. the entries of Sigma).
+    """
+    lam, V = _eigh(as_float64(H, "H"))
+    x = as_float64(displacements, "displacements")
+    z = (x - x.mean(0)) @ V
+    per_epoch = z[:, :, None] * z[:, None, :] / (lr * steps_per_epoch * (lam[:, None] + lam[None, :]))
+    B = V.T if basis is None else V.T @ as_float64(basis, "basis")  # basis^T Sigma basis = B^T Sigma_eig B
+    per_epoch = np.einsum("ki,nkl,lj->nij", B, per_epoch, B)
+    return per_epoch.std(0, ddof=1) / math.sqrt(x.shape[0])
+
+
+def wor_validity(H, lr: float, steps_per_epoch: int) -> float:
+    """``lr M h_max``: the WOR expansion (and ``sigma_wor``) needs it ``<< 1``."""
+    return float(check_positive("lr", lr) * steps_per_epoch * np.linalg.eigvalsh(as_float64(H, "H"))[-1])
+
+
+# --------------------------------------------------------------------------- bundled theory
+
+
+@dataclass(frozen=True, eq=False)
+class WRTheory:
+    """Stationary state of step-wise SGD (``wr`` / ``iid``) at a minimum.
+
+    Attributes
+    ----------
+    state : StationaryState   mean w*, H, D (per step), Sigma, Q; ``state.ep_rate`` per step
+    S : (p, p)                per-sample gradient covariance at w*
+    noise_factor : float      f of the scheme
+    commutator_ratio : float  ``|[H, D]|_F / |H D|_F`` (0 iff equilibrium)
+    ep_rate : float           mean entropy production per step, ``-tr(Q D^{-1} Q Sigma^{-1})``
+    lr_hmax : float           ``lr h_max`` (the Lyapunov / small-step approximation needs it << 1)
+    """
+
+    state: StationaryState
+    S: np.ndarray
+    noise_factor: float
+    commutator_ratio: float
+    ep_rate: float
+    lr_hmax: float
+
+    @property
+    def H(self) -> np.ndarray:
+        return self.state.H
+
+    @property
+    def D(self) -> np.ndarray:
+        return self.state.D
+
+    @property
+    def Sigma(self) -> np.ndarray:
+        return self.state.Sigma
+
+    @property
+    def Q(self) -> np.ndarray:
+        return self.state.Q
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.state.mean
+
+
+def _check_noise(S: np.ndarray, factor: float, n: int, batch_size: int, scheme: str) -> None:
+    """ValueError when the gradient noise vanishes in some direction (D singular)."""
+    if factor == 0:
+        raise ValueError(f"no minibatch noise: with scheme {scheme!r} and b = N = {n} every step uses the full "
+                         "gradient, so D = 0 and there is no stationary spread; use b < N (or Langevin noise)")
+    lam = np.linalg.eigvalsh(S)
+    if lam[-1] <= 0 or lam[0] <= _SINGULAR_RCOND * lam[-1]:
+        raise ValueError(
+            f"the diffusion matrix D is singular: the per-sample gradient covariance S has eigenvalues "
+            f"{lam[0]:.3g} .. {lam[-1]:.3g}, so the gradient noise does not reach every direction (fewer "
+            f"distinct samples than parameters, N = {n}, or per-sample gradients that agree along some "
+            "direction). Entropy production needs D^{-1}: use more (or more varied) data, add Langevin noise, "
+            "or analyse the subspace spanned by S")
+
+
+def wr_theory(problem: Problem, w_star, lr: float, batch_size: int, scheme: str = "wr", *,
+              chunk_size: int = 1024) -> WRTheory:
+    r"""Fokker–Planck stationary state of step-wise SGD at the minimum ``w_star``.
+
+    ``H = problem.hessian(w*)``, ``D = (lr^2/2) f S(w*)`` (:func:`diffusion`), and the stationary
+    state ``H Sigma + Sigma H = (2/lr) D``, ``Q = (lr/2)(H Sigma - Sigma H)`` with its entropy
+    production from :func:`sgworld.theory.stationary.stationary_state` (arXiv 2306.03521).
+
+    Raises
+    ------
+    ValueError
+        ``w_star`` is not a minimum (Hessian not positive definite, or a gradient that moves the
+        minimum by more than the stationary spread): use :func:`find_minimum`. ``D`` singular (no
+        noise along some direction).
+    """
+    w = _as_point(problem, w_star, "w_star")
+    lr = check_positive("lr", lr)
+    batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
+    if scheme not in STEPWISE_SCHEMES:
+        raise ValueError(f"wr_theory covers the step-wise schemes {', '.join(STEPWISE_SCHEMES)}, got {scheme!r}; "
+                         "for 'wor' use wor_theory")
+    with torch.no_grad():
+        H = _numpy(problem.hessian(w))
+        g = _numpy(_grad(problem, w))
+    _check_minimum_hessian(H, "w_star")
+    S = gradient_covariance(problem, w, chunk_size)
+    factor = noise_factor(scheme, problem.n, batch_size)
+    _check_noise(S, factor, problem.n, batch_size, scheme)
+    D = diffusion(S, lr, batch_size, scheme, n=problem.n)
+    state = stationary_state(H, D, lr, _numpy(w))
+    _check_at_minimum(H, g, state.Sigma, "w_star")
+    return WRTheory(state=state, S=S, noise_factor=factor, commutator_ratio=commutator_ratio(H, D),
+                    ep_rate=state.ep_rate, lr_hmax=float(lr * np.linalg.eigvalsh(H)[-1]))
+
+
+@dataclass(frozen=True, eq=False)
+class WORTheory:
+    """Stationary state of WOR SGD (random reshuffling) at epoch boundaries, near the minimum w*.
+
+    Attributes
+    ----------
+    w_star : (p,)             minimum of L
+    effective : EffectiveMinimum  ``w_eff`` (Newton on L_eff) and the first-order formula
+    H : (p, p)                Hessian of L at ``w_eff``
+    S : (p, p)                per-sample gradient covariance at ``w_eff``
+    diffusion : EpochDiffusion  per-epoch ``D_WOR`` at ``w_eff``, second-order formula and simulated
+    state : StationaryState   mean ``w_eff``, ``D = D_WOR`` (second order), ``Sigma`` from
+                              ``lr M (H Sigma + Sigma H) = 2 D_WOR``, ``Q`` per epoch (built with
+                              time step ``lr M``)
+    Sigma_se : (p, p)         Monte Carlo standard error of ``Sigma`` from the finite number of
+                              permutations behind ``D_WOR`` (the Lyapunov map is linear)
+    Sigma_discrete : (p, p)   refinement: simulated ``D_WOR`` (all orders in lr at a fixed start) and
+                              the linear epoch map ``(I - lr H)^M`` instead of its small-``lr M H``
+                              limit (in the regression example the permutation-averaged epoch
+                              Jacobian equals ``(I - lr H)^M`` to 3e-4 relative)
+    steps_per_epoch : int     M
+    lr_M_hmax : float         validity measure ``lr M h_max`` (<< 1)
+    """
+
+    w_star: np.ndarray
+    effective: EffectiveMinimum
+    H: np.ndarray
+    S: np.ndarray
+    diffusion: EpochDiffusion
+    state: StationaryState
+    Sigma_se: np.ndarray
+    Sigma_discrete: np.ndarray
+    steps_per_epoch: int
+    lr_M_hmax: float
+
+    @property
+    def w_eff(self) -> np.ndarray:
+        return self.effective.w_eff
+
+    @property
+    def Sigma(self) -> np.ndarray:
+        return self.state.Sigma
+
+    @property
+    def D(self) -> np.ndarray:
+        return self.state.D
+
+
+def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: int = 20000, seed: int = 0,
+               chunk_size: int = 1024) -> WORTheory:
+    r"""WOR stationary state: mean ``w_eff = argmin L_eff`` and covariance from the per-epoch diffusion.
+
+    ``w_eff`` by :func:`minimize_effective_loss` from ``w_star``; at ``w_eff``: ``H``, ``S`` and
+    ``D_WOR`` (:func:`wor_epoch_diffusion`: the second-order formula, averaged over ``epochs``
+    permutations, defines the theory; the simulated value rides along as a check), then
+    ``lr M (H Sigma + Sigma H) = 2 D_WOR`` (:func:`sigma_wor`). arXiv 2306.03521, DESIGN 3.
+
+    Raises
+    ------
+    ValueError
+        ``w_star`` not a minimum (use :func:`find_minimum`); N not divisible by b (the effective-loss
+        mean and the O(lr^3) covariance assume every sample is used once per epoch).
+    """
+    w0 = _as_point(problem, w_star, "w_star")
+    lr = check_positive("lr", lr)
+    batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
+    if problem.n % batch_size:
+        raise ValueError(f"wor_theory needs N divisible by b (N = {problem.n}, b = {batch_size}): with a dropped "
+                         "remainder the epoch noise is O(lr^2), not O(lr^4); choose b dividing N")
+    with torch.no_grad():
+        _check_minimum_hessian(_numpy(problem.hessian(w0)), "w_star")
+    effective = minimize_effective_loss(problem, lr, batch_size, w0)
+    w_eff = torch.as_tensor(effective.w_eff, dtype=problem.dtype)
+    with torch.no_grad():
+        H = _numpy(problem.hessian(w_eff))
+    S = gradient_covariance(problem, w_eff, chunk_size)
+    _check_noise(S, noise_factor("wr", problem.n, batch_size), problem.n, batch_size, "wor")
+    m = problem.n // batch_size
+    epoch = wor_epoch_diffusion(problem, w_eff, lr, batch_size, epochs=epochs, seed=seed)
+    state = stationary_state(H, epoch.D_second_order, lr * m, effective.w_eff)
+    return WORTheory(w_star=_numpy(w0), effective=effective, H=H, S=S, diffusion=epoch, state=state,
+                     Sigma_se=wor_sigma_standard_error(H, epoch.second_order_displacements, lr, m),
+                     Sigma_discrete=sigma_wor(H, epoch.D, lr, m, discrete=True), steps_per_epoch=m,
+                     lr_M_hmax=wor_validity(H, lr, m))
