@@ -102,14 +102,20 @@ def chain_se(draws: np.ndarray, mean: np.ndarray):
     return per_chain_mean.std(0, ddof=1) / math.sqrt(k), per_chain_cov.std(0, ddof=1) / math.sqrt(k)
 
 
-def run_one(problem, method, lr, config: Config, h_min: float, init, seed: int, progress):
+def schedule(lr: float, config: Config, h_min: float) -> dict:
+    """Burn-in, thinning and total steps at one lr, in units of the relaxation time 1/(lr h_min)."""
     relax = 1.0 / (lr * h_min)
     burn_in = int(min(config.burn_in_relaxations * relax, config.max_steps / 2))
     span = int(min(config.sample_relaxations * relax, config.max_steps - burn_in))
     thin = max(1, span // config.draws)
-    return sample(problem, method, lr=lr, temperature=config.temperature, batch_size=config.batch_size,
-                  chains=config.chains, num_draws=config.draws, burn_in=burn_in, thin=thin, init=init,
-                  seed=seed, progress=progress), burn_in * lr * h_min
+    return {"lr": lr, "burn_in": burn_in, "thin": thin, "steps": burn_in + thin * config.draws,
+            "burn_in_relaxation_times": burn_in / relax}
+
+
+def run_one(problem, method, plan: dict, config: Config, init, seed: int, progress):
+    return sample(problem, method, lr=plan["lr"], temperature=config.temperature, batch_size=config.batch_size,
+                  chains=config.chains, num_draws=config.draws, burn_in=plan["burn_in"], thin=plan["thin"],
+                  init=init, seed=seed, progress=progress)
 
 
 def fit_slope(lrs, kls) -> float | None:
@@ -152,15 +158,18 @@ def run(config: Config, out_dir, progress=None) -> dict:
     A, g = problem.quadratic_terms()
     h = np.linalg.eigvalsh(A.mean(0))
     lrs = learning_rates(config, h[-1])
-    write_config(out_dir, config, lrs_resolved=lrs, steps_per_epoch=config.n // config.batch_size)
+    plans = [schedule(lr, config, h[0]) for lr in lrs]
+    write_config(out_dir, config, lrs_resolved=lrs, steps_per_epoch=config.n // config.batch_size,
+                 schedule=plans)
     np.savez(out_dir / "data.npz", X=X, y=y)
 
     init_rng = np.random.default_rng(config.seed + 1)
     init = torch.tensor(init_rng.multivariate_normal(target.mean, target.cov, size=config.chains))
     results = []
-    for i, lr in enumerate(lrs):
+    for i, plan in enumerate(plans):
+        lr = plan["lr"]
         for j, method in enumerate(config.methods):
-            trace, burn_relax = run_one(problem, method, lr, config, h[0], init, config.seed + 1000 * i + j, progress)
+            trace = run_one(problem, method, plan, config, init, config.seed + 1000 * i + j, progress)
             mean, cov = trace.mean(), trace.cov()
             exact = exact_moments(method, A, g, lr, config)
             mean_se, cov_se = chain_se(trace.draws, mean)
@@ -175,7 +184,8 @@ def run(config: Config, out_dir, progress=None) -> dict:
                 "kl_exact_discrete": diagnostics.gaussian_kl(exact.mean, exact.cov, target.mean, target.cov),
                 "z_mean_max": float(np.max(np.abs(mean - exact.mean) / mean_se)),
                 "z_cov_max": float(np.max(np.abs(cov - exact.cov) / cov_se)),
-                "steps": int(trace.steps[-1]), "burn_in_relaxation_times": burn_relax,
+                "steps": int(trace.steps[-1]), "burn_in": int(trace.meta["burn_in"]),
+                "burn_in_relaxation_times": plan["burn_in_relaxation_times"],
             })
     d = config.d
     for r in results:
