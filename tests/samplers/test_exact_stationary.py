@@ -55,34 +55,21 @@ def test_stepwise_schemes_match_exact_moments(blr_problem, method, temperature, 
         assert np.max(np.abs(exact.cov - p.target().cov) / cov_se) > 3 * Z_TOL
 
 
-def test_sgworld_matches_exact_epoch_moments():
+@pytest.mark.parametrize("method, temperature, lr_hmax", [("sgworld", 1.0, 0.1), ("sgd", 0.0, 0.3)])
+def test_wor_matches_exact_epoch_moments(method, temperature, lr_hmax):
     # Tiny N so the average over permutations is an exact enumeration (6!/(2!^3) = 90 partitions).
     rng = np.random.default_rng(7)
     X = rng.normal(size=(6, 2)) * np.array([1.0, 0.6])
     y = X @ np.array([1.0, -0.5]) + 0.5 * rng.normal(size=6)
     p = BayesianLinearRegression(torch.tensor(X), torch.tensor(y), noise_std=0.5, prior_std=1.0)
     _, h = relaxation(p, 1.0)
-    lr = 0.1 / h[-1]
+    lr = lr_hmax / h[-1]
     relax, _ = relaxation(p, lr)
     A, g = p.quadratic_terms()
-    exact = epoch_stationary_moments(A, g, lr, 1.0, 2, permutations="enumerate")
-    trace = run(p, "sgworld", lr, relax, batch_size=2)
+    exact = epoch_stationary_moments(A, g, lr, temperature, 2, permutations="enumerate")
+    trace = run(p, method, lr, relax, batch_size=2, scheme="wor")
     assert np.all(trace.steps % 3 == 0)  # draws at epoch boundaries (M = 3)
-    check(trace, exact.mean, exact.cov, "sgworld/wor")
-
-
-def test_sgd_wor_matches_exact_epoch_moments():
-    rng = np.random.default_rng(8)
-    X = rng.normal(size=(6, 2))
-    y = X @ np.array([1.0, -0.5]) + 0.5 * rng.normal(size=6)
-    p = BayesianLinearRegression(torch.tensor(X), torch.tensor(y), noise_std=0.5, prior_std=1.0)
-    _, h = relaxation(p, 1.0)
-    lr = 0.3 / h[-1]
-    relax, _ = relaxation(p, lr)
-    A, g = p.quadratic_terms()
-    exact = epoch_stationary_moments(A, g, lr, 0.0, 2, permutations="enumerate")
-    trace = run(p, "sgd", lr, relax, batch_size=2, scheme="wor")
-    check(trace, exact.mean, exact.cov, "sgd/wor")
+    check(trace, exact.mean, exact.cov, f"{method}/wor")
 
 
 def test_ula_matches_closed_form(blr_problem):
