@@ -17,7 +17,6 @@ z-scores show.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from .._checks import check_choice, check_int_range, check_positive
 from ..batching import noise_factor
 from ..problems import BayesianLinearRegression
 from ..run import sample
+from ..thermo.trajectory import empirical_covariance, empirical_mean
 from ..theory.exact import epoch_stationary_moments, stepwise_stationary_moments
 from .common import write_config, write_json
 
@@ -91,15 +91,6 @@ def exact_moments(method: str, A, g, lr: float, config: Config):
         return stepwise_stationary_moments(A, g, lr, config.temperature, config.n, scheme="full")
     return epoch_stationary_moments(A, g, lr, config.temperature, config.batch_size,
                                     permutations=config.wor_permutations, seed=config.seed)
-
-
-def chain_se(draws: np.ndarray, mean: np.ndarray):
-    """Standard errors of the pooled mean and covariance from the spread of independent chains."""
-    k = draws.shape[0]
-    centred = draws - mean
-    per_chain_mean = draws.mean(1)
-    per_chain_cov = np.einsum("kti,ktj->kij", centred, centred) / draws.shape[1]
-    return per_chain_mean.std(0, ddof=1) / math.sqrt(k), per_chain_cov.std(0, ddof=1) / math.sqrt(k)
 
 
 def schedule(lr: float, config: Config, h_min: float) -> dict:
@@ -172,7 +163,9 @@ def run(config: Config, out_dir, progress=None) -> dict:
             trace = run_one(problem, method, plan, config, init, config.seed + 1000 * i + j, progress)
             mean, cov = trace.mean(), trace.cov()
             exact = exact_moments(method, A, g, lr, config)
-            mean_se, cov_se = chain_se(trace.draws, mean)
+            # standard errors from the spread of the independent chains
+            mean_se = empirical_mean(trace.draws).stderr
+            cov_se = empirical_covariance(trace.draws, mean).stderr
             results.append({
                 "method": method, "lr": lr, "lr_M_hmax": lr * (config.n // config.batch_size) * h[-1],
                 "mean": mean, "cov": cov,
