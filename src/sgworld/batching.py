@@ -107,6 +107,22 @@ class IndexStream:
             self._block.reverse()
         return self._block.pop()
 
+    # -- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue this stream exactly: the generators' states, the indices
+        generated but not yet used, and the block-size schedule."""
+        return {"generator": self.generator.get_state(), "perm_rng": self._perm_rng.bit_generator.state,
+                "block": [t.cpu() for t in self._block], "block_steps": self._block_steps,
+                "fixed_perm": None if self._fixed_perm is None else self._fixed_perm.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm_rng.bit_generator.state = state["perm_rng"]
+        self._block = [t.to(self.device) for t in state["block"]]
+        self._block_steps = state["block_steps"]
+        if state["fixed_perm"] is not None:
+            self._fixed_perm = state["fixed_perm"].to(self.device)
+
     def _next_block(self) -> torch.Tensor:
         k, n, b = self.chains, self.n, self.batch_size
         steps = min(self._block_steps, max(1, _BLOCK_ELEMENTS // (k * b)))

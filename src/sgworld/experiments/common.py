@@ -3,6 +3,8 @@
 A study is a module with a frozen ``Config`` dataclass (defaults = the full-size run), a ``QUICK``
 dict of overrides for fast smoke runs, a one-line ``DESCRIPTION`` and
 ``run(config, out_dir, progress=None) -> metrics dict`` that writes its files to ``out_dir``.
+For ``sgworld report`` a study also provides ``FIGURES`` (file name -> one-line caption) and
+``checks(metrics) -> list[Check]`` (every headline number with its theory value and tolerance).
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One reported number against its reference, for the report: ``ok`` says whether ``value`` is
+    within ``tolerance`` (a short human-readable rule, e.g. ``"|z| < 5"``) of ``reference``; ``None``
+    when the number has no pass/fail rule (shown for information)."""
+
+    name: str
+    value: float | None
+    reference: float | None = None
+    tolerance: str = ""
+    ok: bool | None = None
+    note: str = ""
 
 
 class ConfigError(ValueError):
