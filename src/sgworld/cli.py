@@ -21,6 +21,7 @@ from .run import torch_threads
 STUDIES = {
     "posterior": "sgworld.experiments.posterior",
     "regression": "sgworld.experiments.regression",
+    "digits": "sgworld.experiments.digits",
 }
 
 

@@ -143,6 +143,8 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def write_config(out_dir: str | os.PathLike, config, **extra) -> Path:
-    """``out_dir/config.json``: every resolved setting plus the package version."""
-    return write_json(Path(out_dir) / "config.json", {**to_jsonable(config), **extra, "sgworld_version": __version__})
+    """``out_dir/config.json``: the study's name, every resolved setting and the package version."""
+    study = type(config).__module__.rsplit(".", 1)[-1]
+    return write_json(Path(out_dir) / "config.json",
+                      {"study": study, **to_jsonable(config), **extra, "sgworld_version": __version__})
 
