@@ -4,7 +4,7 @@ analysis of neural-network training (arXiv 2306.03521)."""
 __version__ = "0.1.0"
 
 from .batching import SCHEMES, IndexStream, noise_factor  # noqa: E402
-from .errors import DivergenceError, TraceFileError  # noqa: E402
+from .errors import CheckpointError, DivergenceError, TraceFileError  # noqa: E402
 from .problems import (  # noqa: E402
     BayesianLinearRegression, GaussianLocation, Problem, QuadraticProblem, from_module,
 )
@@ -13,6 +13,7 @@ from .samplers import mala, sgd, sgld, sgworld, ula  # noqa: E402
 from .trace import Trace  # noqa: E402
 
 __all__ = [
+    "CheckpointError",
     "__version__", "SCHEMES", "IndexStream", "noise_factor", "DivergenceError", "TraceFileError", "Problem",
     "QuadraticProblem", "BayesianLinearRegression", "GaussianLocation", "from_module", "sample",
     "sgd", "sgld", "sgworld", "ula", "mala", "Trace",

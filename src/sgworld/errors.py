@@ -28,3 +28,7 @@ class DivergenceError(RuntimeError):
 
 class TraceFileError(ValueError):
     """A trace file is missing, truncated or not an sgworld trace."""
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint: every checkpoint file of a run is corrupt, or it belongs to a different run."""

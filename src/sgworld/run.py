@@ -1,14 +1,18 @@
-"""The many-chain driver: burn-in, thinning, recording, progress bar and divergence detection.
+"""The many-chain driver: burn-in, thinning, recording, progress bar, divergence detection, and
+streaming to disk with checkpoint / resume.
 
 All K chains advance together as one (K, p) tensor; the only per-step Python work is one kernel
 step, one index-stream read and the bookkeeping below (no host synchronisation except at progress
-updates).
+updates, every few hundred steps at most).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,13 +21,17 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._checks import check_choice, check_int_range
 from .batching import EPOCH_SCHEMES, IndexStream
+from .checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from .errors import DivergenceError
 from .problems import Problem
 from .samplers import METHODS, Kernel
-from .trace import Trace
+from .trace import Trace, TraceWriter, read_folder_meta
 
 
 _FINITE_CHECK_EVERY = 8
+_UPDATE_EVERY_MAX = 256          # steps between progress updates, divergence and checkpoint checks
+_CHUNK_BYTES = 64 << 20          # draws held in memory between writes to a trace folder
+_RUN_KEYS_IGNORED = ("sgworld_version", "acceptance_rate")  # may differ between a run and its resumption
 
 
 @contextmanager
@@ -65,7 +73,8 @@ def _round_up(value: int, unit: int) -> int:
 def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None = None, temperature: float = 1.0,
            batch_size: int | None = None, scheme: str | None = None, chains: int = 1, num_draws: int = 1000,
            burn_in: int = 0, thin: int = 1, init=None, seed: int = 0, drop_last: bool = True,
-           progress: bool | None = None, threads: int | None = 1) -> Trace:
+           progress: bool | None = None, threads: int | None = 1, out=None,
+           checkpoint_every: float | None = 60.0) -> Trace:
     """Run K chains of a sampler and return their draws as a :class:`Trace`.
 
     Every step applies ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi`` (or the kernel's own step, for
@@ -83,6 +92,13 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
     progress : progress bar; None shows it only on a terminal
     threads : torch intra-op threads while sampling (1 suits the many small ops of a step; None keeps
         torch's setting, e.g. for large networks)
+    out : a folder to stream the draws into (memory stays bounded whatever ``num_draws``); the
+        returned trace memory-maps them. A checkpoint (sampler state, generator and index-stream
+        states, counters) is written there every ``checkpoint_every`` seconds, atomically. Calling
+        ``sample`` again with the same arguments and ``out`` resumes an interrupted run from its last
+        checkpoint (the result is bit for bit that of an uninterrupted run), or returns the finished
+        trace; a folder holding a different run is an error.
+    checkpoint_every : seconds between checkpoints when ``out`` is given (None: no checkpoints)
 
     Raises
     ------
@@ -100,6 +116,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
     num_draws = check_int_range("num_draws", num_draws, 1)
     burn_in = check_int_range("burn_in", burn_in, 0)
     thin = check_int_range("thin", thin, 1)
+    if checkpoint_every is not None and not checkpoint_every >= 0:
+        raise ValueError(f"checkpoint_every = {checkpoint_every!r} is invalid; allowed: seconds >= 0 or None")
     scheme = scheme or kernel.scheme
     index_gen, noise_gen = make_generators(seed)
 
@@ -112,11 +130,9 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             burn_in = _round_up(burn_in, stream.steps_per_epoch)
             thin = _round_up(thin, stream.steps_per_epoch)
 
-    state = kernel.init(initial_positions(problem, init, chains))
+    position = initial_positions(problem, init, chains)
+    state = kernel.init(position)
     total = burn_in + num_draws * thin
-    draws = torch.empty(chains, num_draws, problem.dim, dtype=problem.dtype)
-    first_bad = torch.zeros(chains, dtype=torch.long)
-    accepted = torch.zeros(chains, dtype=torch.long)
     meta = {
         "sampler": kernel.name, "lr": kernel.lr, "temperature": kernel.temperature, "scheme": scheme,
         "batch_size": batch_size if stream is not None else problem.n, "n": problem.n, "dim": problem.dim,
@@ -125,25 +141,54 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         "problem": problem.name, "dtype": str(problem.dtype).replace("torch.", ""), "sgworld_version": __version__,
     }
     steps_np = burn_in + thin * np.arange(1, num_draws + 1, dtype=np.int64)
+    shape = (chains, num_draws, problem.dim)
 
-    def finish(recorded: int) -> Trace:
+    writer, resumed = None, None
+    if out is not None:
+        out = Path(out)
+        meta["fingerprint"] = _fingerprint(problem, position)
+        finished, resumed = _existing_run(out, meta)
+        if finished is not None:
+            return finished
+        writer = TraceWriter(out, shape, np.dtype(str(meta["dtype"])), steps_np, meta,
+                             open_existing=resumed is not None)
+
+    recorder = _Recorder(shape, problem.dtype, writer)
+    first_bad = torch.zeros(chains, dtype=torch.long)
+    accepted = torch.zeros(chains, dtype=torch.long)
+    done = 0
+    if resumed is not None:
+        state = state._replace(**resumed["state"])
+        noise_gen.set_state(resumed["noise_generator"])
+        if stream is not None:
+            stream.load_state_dict(resumed["stream"])
+        done, recorder.written = resumed["step"], resumed["recorded"]
+        accepted, first_bad = resumed["accepted"], resumed["first_bad"]
+
+    def finish() -> Trace:
         if kernel.name == "mala":
             meta["acceptance_rate"] = (accepted.double() / max(done, 1)).tolist()
-        return Trace(draws[:, :recorded].numpy(), steps_np[:recorded], dict(meta))
+        return recorder.trace(steps_np, meta)
 
-    def check_divergence(recorded: int):
+    def check_divergence():
         bad = first_bad > 0
         if bool(bad.any()):
             chains_bad = bad.nonzero().squeeze(1)
-            raise DivergenceError(chains_bad.tolist(), first_bad[chains_bad].tolist(), trace=finish(recorded))
+            raise DivergenceError(chains_bad.tolist(), first_bad[chains_bad].tolist(), trace=finish())
 
-    update_every = max(1, total // 200)
-    recorded, done = 0, 0
-    with torch.no_grad(), torch_threads(threads), tqdm(total=total, disable=progress is False if progress is not None else None,
-                               desc=kernel.name, unit="step", leave=False, dynamic_ncols=True) as bar:
-        if progress is True:
-            bar.disable = False
-        for step in range(1, total + 1):
+    def checkpoint():
+        recorder.flush()
+        save_checkpoint(out, {"step": done, "recorded": recorder.written, "state": state._asdict(),
+                              "noise_generator": noise_gen.get_state(),
+                              "stream": stream.state_dict() if stream is not None else None,
+                              "accepted": accepted, "first_bad": first_bad})
+
+    update_every = max(1, min(total // 200, _UPDATE_EVERY_MAX))
+    last_checkpoint = time.monotonic()
+    with torch.no_grad(), torch_threads(threads), tqdm(total=total, initial=done, disable=_bar_disabled(progress),
+                                                       desc=kernel.name, unit="step", leave=False,
+                                                       dynamic_ncols=True) as bar:
+        for step in range(done + 1, total + 1):
             idx = next(stream) if stream is not None else None
             state, info = kernel.step(state, idx, noise_gen)
             done = step
@@ -155,9 +200,84 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
                 finite = torch.isfinite(state.position).all(1)
                 first_bad.masked_fill_(~finite & (first_bad == 0), step)
             if step > burn_in and (step - burn_in) % thin == 0:
-                draws[:, recorded] = state.position
-                recorded += 1
+                recorder.add(state.position)
             if step % update_every == 0 or step == total:
                 bar.update(step - bar.n)
-                check_divergence(recorded)
-    return finish(recorded)
+                check_divergence()
+                if (writer is not None and checkpoint_every is not None and step < total
+                        and time.monotonic() - last_checkpoint >= checkpoint_every):
+                    checkpoint()
+                    last_checkpoint = time.monotonic()
+    trace = finish()
+    if writer is not None:
+        writer.finish(meta)
+        remove_checkpoints(out)
+    return trace
+
+
+def _bar_disabled(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None hides the bar when the output is not a terminal."""
+    return None if progress is None else not progress
+
+
+def _fingerprint(problem: Problem, position: torch.Tensor) -> str:
+    """Hash of the data and the initial positions: a resumed run must continue the same problem."""
+    digest = hashlib.sha256()
+    for tensor in (*problem.data, position):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _existing_run(out: Path, meta: dict) -> tuple[Trace | None, dict | None]:
+    """(finished trace, None), (None, checkpoint to resume from) or (None, None) for a fresh start."""
+    if not (out / "meta.json").exists():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"out folder {str(out)!r} exists and is not an sgworld trace folder; choose a new or "
+                             "empty folder")
+        return None, None
+    previous = read_folder_meta(out)
+    differ = sorted(k for k in set(meta) | set(previous) - {"complete"}
+                    if k not in _RUN_KEYS_IGNORED and k != "complete" and previous.get(k) != meta.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {previous.get(k)!r} there, {meta.get(k)!r} now" for k in differ[:4])
+        raise ValueError(f"out folder {str(out)!r} holds a different run ({shown}); choose another folder or "
+                         "delete it to start afresh")
+    if previous.get("complete"):
+        return Trace.load(out), None
+    return None, load_checkpoint(out)
+
+
+class _Recorder:
+    """Collects draws: all in memory, or (with a trace writer) in chunks written to disk."""
+
+    def __init__(self, shape, dtype, writer: TraceWriter | None):
+        chains, num_draws, p = shape
+        self.writer = writer
+        chunk = num_draws
+        if writer is not None:
+            chunk = max(1, min(num_draws, _CHUNK_BYTES // (chains * p * torch.finfo(dtype).bits // 8)))
+        self.buffer = torch.empty(chains, chunk, p, dtype=dtype)
+        self.written = 0   # draws already on disk (streaming)
+        self.fill = 0      # draws in the buffer
+
+    def add(self, position: torch.Tensor) -> None:
+        self.buffer[:, self.fill] = position
+        self.fill += 1
+        if self.writer is not None and self.fill == self.buffer.shape[1]:
+            self.flush(durable=False)
+
+    def flush(self, durable: bool = True) -> None:
+        if self.writer is None:
+            return
+        if self.fill:
+            self.writer.write(self.written, self.buffer[:, :self.fill].numpy())
+            self.written += self.fill
+            self.fill = 0
+        if durable:
+            self.writer.flush()
+
+    def trace(self, steps: np.ndarray, meta: dict) -> Trace:
+        if self.writer is None:
+            return Trace(self.buffer[:, :self.fill].numpy(), steps[:self.fill], dict(meta))
+        self.flush()
+        return Trace(self.writer.draws[:, :self.written], steps[:self.written], dict(meta))

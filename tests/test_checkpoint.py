@@ -1,0 +1,143 @@
+"""Streaming traces, checkpoints and resume: an interrupted run continues bit for bit."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import sgworld.run
+from sgworld import CheckpointError, Trace, TraceFileError, sample
+from sgworld.checkpoint import CURRENT, PREVIOUS, load_checkpoint
+from sgworld.problems import BayesianLinearRegression
+
+PROBLEM = textwrap.dedent("""
+    import torch
+    from sgworld.problems import BayesianLinearRegression
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    problem = BayesianLinearRegression(X, X @ torch.tensor([1.0, -0.5], dtype=torch.float64), 0.5, 1.0)
+""")
+
+# method -> sample() arguments: 4000 steps, checkpoints every 20 steps (total / 200) with
+# checkpoint_every=0, so the kill lands after the second checkpoint and well before the end
+RUNS = {
+    "sgld": dict(method="sgld", lr=1e-3, batch_size=4, chains=16, num_draws=800, thin=5, seed=3),
+    "sgworld": dict(method="sgworld", lr=1e-3, batch_size=4, chains=16, num_draws=400, thin=10, seed=3),
+    "mala": dict(method="mala", lr=5e-3, chains=16, num_draws=400, thin=10, seed=3),
+}
+
+
+def blr():
+    scope = {}
+    exec(PROBLEM, scope)
+    return scope["problem"]
+
+
+def run_and_kill(out, kwargs) -> int:
+    """Start the run in a subprocess, SIGKILL it after its second checkpoint; return the step it had saved."""
+    script = PROBLEM + textwrap.dedent(f"""
+        from sgworld import sample
+        sample(problem, out={str(out)!r}, checkpoint_every=0.0, progress=False, **{kwargs!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    try:
+        while not (out / PREVIOUS).exists():
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return load_checkpoint(out)["step"]
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, name):
+    kwargs = RUNS[name]
+    out = tmp_path / "run"
+    saved_step = run_and_kill(out, kwargs)
+    total = kwargs["num_draws"] * kwargs["thin"]
+    assert 0 < saved_step < total
+    with pytest.raises(TraceFileError, match="unfinished run"):
+        Trace.load(out)
+    resumed = sample(blr(), out=out, progress=False, **kwargs)
+    reference = sample(blr(), progress=False, **kwargs)
+    assert resumed.draws.dtype == reference.draws.dtype
+    assert np.array_equal(resumed.draws, reference.draws)
+    assert np.array_equal(resumed.steps, reference.steps)
+    assert resumed.meta.get("acceptance_rate") == reference.meta.get("acceptance_rate")
+    assert not (out / CURRENT).exists()          # a finished run keeps only the trace
+    again = Trace.load(out)                        # and loads from disk, memory-mapped
+    assert np.array_equal(again.draws, reference.draws)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    kwargs = RUNS["sgld"]
+    out = tmp_path / "run"
+    run_and_kill(out, kwargs)
+    previous_step = torch.load(out / PREVIOUS, weights_only=True)["step"]
+    (out / CURRENT).write_bytes((out / CURRENT).read_bytes()[:50])   # truncated
+    assert load_checkpoint(out)["step"] == previous_step
+    assert "unreadable" in caplog.text
+    resumed = sample(blr(), out=out, progress=False, **kwargs)
+    assert np.array_equal(resumed.draws, sample(blr(), progress=False, **kwargs).draws)
+
+
+def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    run_and_kill(out, RUNS["sgld"])
+    for name in (CURRENT, PREVIOUS):
+        (out / name).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no readable checkpoint.*delete the folder"):
+        sample(blr(), out=out, progress=False, **RUNS["sgld"])
+
+
+def test_streamed_chunks_equal_in_memory_run(tmp_path, monkeypatch):
+    # 3 draws per chunk: many chunk boundaries, the last chunk partial
+    kwargs = dict(method="sgworld", lr=1e-3, batch_size=4, chains=5, num_draws=11, thin=3, seed=1)
+    monkeypatch.setattr(sgworld.run, "_CHUNK_BYTES", 5 * 2 * 8 * 3)
+    streamed = sample(blr(), out=tmp_path / "t", progress=False, **kwargs)
+    assert np.array_equal(streamed.draws, sample(blr(), progress=False, **kwargs).draws)
+    meta = json.loads((tmp_path / "t" / "meta.json").read_text())
+    assert meta["complete"] is True and meta["fingerprint"]
+
+
+def test_finished_run_is_returned_and_a_different_run_is_refused(tmp_path):
+    kwargs = dict(method="sgld", lr=1e-3, batch_size=4, chains=2, num_draws=5, seed=1)
+    first = sample(blr(), out=tmp_path / "t", progress=False, **kwargs)
+    second = sample(blr(), out=tmp_path / "t", progress=False, **kwargs)
+    assert np.array_equal(first.draws, second.draws)
+    with pytest.raises(ValueError, match="holds a different run.*lr"):
+        sample(blr(), out=tmp_path / "t", progress=False, **{**kwargs, "lr": 2e-3})
+    other = blr()
+    other.data[1].add_(1.0)  # same shapes, different data
+    with pytest.raises(ValueError, match="holds a different run.*fingerprint"):
+        sample(other, out=tmp_path / "t", progress=False, **kwargs)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="not an sgworld trace folder"):
+        sample(blr(), out=tmp_path / "junk", progress=False, **kwargs)
+
+
+def test_streaming_memory_is_bounded(tmp_path, monkeypatch):
+    """The in-memory buffer is one chunk, however many draws are requested."""
+    monkeypatch.setattr(sgworld.run, "_CHUNK_BYTES", 1 << 12)
+    seen = []
+    original = sgworld.run._Recorder.__init__
+
+    def spy(self, *args, **kw):
+        original(self, *args, **kw)
+        seen.append(self.buffer.numel() * self.buffer.element_size())
+
+    monkeypatch.setattr(sgworld.run._Recorder, "__init__", spy)
+    trace = sample(blr(), "sgld", lr=1e-3, batch_size=4, chains=8, num_draws=5000, seed=0, progress=False,
+                   out=tmp_path / "t")
+    assert seen and seen[0] <= 1 << 12
+    assert trace.draws.shape == (8, 5000, 2) and np.isfinite(trace.draws).all()
