@@ -141,3 +141,39 @@ def test_streaming_memory_is_bounded(tmp_path, monkeypatch):
                    out=tmp_path / "t")
     assert seen and seen[0] <= 1 << 12
     assert trace.draws.shape == (8, 5000, 2) and np.isfinite(trace.draws).all()
+
+
+def _metrics_without_timings(path):
+    metrics = json.loads(path.read_text())
+    metrics.pop("runtime_s", None)
+    return metrics
+
+
+def test_cli_study_killed_and_resumed_equals_uninterrupted(tmp_path):
+    """`sgworld run` killed with SIGKILL in the middle of its third sampler run, then `sgworld resume`."""
+    out, reference = tmp_path / "killed", tmp_path / "reference"
+    cmd = [sys.executable, "-m", "sgworld", "run", "posterior", "--quick", "-q", "--checkpoint-every", "0.01",
+           "--set", "num_lrs=2", "--set", "methods=sgld,sgworld", "--set", "wor_permutations=200"]
+    proc = subprocess.Popen(cmd + ["--out", str(out)])
+    deadline = time.monotonic() + 300
+    try:
+        while len(list((out / "checkpoints").glob("*/checkpoint.prev.pt"))) < 1 or \
+                len(list((out / "checkpoints").glob("*"))) < 3:
+            assert proc.poll() is None, "the study ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "metrics.json").exists()
+    again = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "sgworld resume" in again.stderr   # refuses to overwrite silently
+    resumed = subprocess.run([sys.executable, "-m", "sgworld", "resume", str(out), "-q"], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" not in resumed.stderr
+    assert subprocess.run(cmd + ["--out", str(reference)]).returncode == 0
+    assert _metrics_without_timings(out / "metrics.json") == _metrics_without_timings(reference / "metrics.json")
+    assert not (out / "checkpoints").exists()
+    log = (out / "run.log").read_text()
+    assert "resume posterior" in log

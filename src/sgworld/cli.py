@@ -1,15 +1,20 @@
-"""Command-line interface: ``sgworld run STUDY``, ``sgworld list``.
+"""Command-line interface: ``sgworld run STUDY``, ``resume DIR``, ``report DIR``, ``list``.
 
 Settings resolve in one place with precedence defaults < ``--config FILE.toml`` < ``--set key=value``
-< explicit flags (``--seed``); ``--quick`` applies the study's small preset before the config file.
-Exit codes: 0 success, 2 bad usage or bad input, 1 failure at run time.
+< explicit flags (``--seed``, ``--data``); ``--quick`` applies the study's small preset before the
+config file. The resolved settings go to ``DIR/config.json``, from which ``sgworld resume DIR``
+continues an interrupted run. Exit codes: 0 success, 2 bad usage or bad input, 1 failure at run
+time (with where the partial results are), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,12 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sgworld",
         description="Stochastic-gradient posterior sampling (SGD, SGLD, SGWORLD) and nonequilibrium "
-                    "analysis of neural-network training (arXiv 2306.03521).")
+                    "analysis of neural-network training (arXiv 2306.03521).",
+        epilog="Example: sgworld run posterior --quick --out runs/demo && sgworld report runs/demo")
     parser.add_argument("--version", action="version", version=f"sgworld {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("list", help="list the studies with a one-line description")
+
+    def common_run_flags(p):
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch intra-op threads during the run (default 1; 0 leaves torch's default)")
+        p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                       help="seconds between checkpoints of the sampler runs (default 60)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
     run = sub.add_parser("run", help="run a study and write its results to --out",
-                         description="Run a study; results, figures and config.json go to --out.")
+                         description="Run a study; results, figures, config.json, run.log and report.html go "
+                                     "to --out. An interrupted run continues with 'sgworld resume DIR'.")
     run.add_argument("study", help="study name (see 'sgworld list')")
     run.add_argument("--out", default=None, help="output directory (default: runs/STUDY)")
     run.add_argument("--config", help="TOML file of settings")
@@ -48,10 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one setting (repeatable), e.g. --set chains=256")
     run.add_argument("--seed", type=int, help="random seed (overrides config and --set)")
     run.add_argument("--quick", action="store_true", help="small preset for a fast smoke run")
-    run.add_argument("--data-dir", help="regression study: folder with x_train.txt, y_train.txt (and wmin.txt)")
-    run.add_argument("--threads", type=int, default=1,
-                     help="torch intra-op threads during the run (default 1; 0 leaves torch's default)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--data", "--data-dir", dest="data", metavar="PATH",
+                     help="the study's data on disk: digits: MNIST as a folder of IDX files or an .npz; "
+                          "regression: a folder with x_train.txt, y_train.txt (and wmin.txt)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an --out folder that holds an unfinished run")
+    common_run_flags(run)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its checkpoints",
+                            description="Continue the run in DIR with its config.json; finished sampler runs "
+                                        "are read back, the interrupted one resumes from its last checkpoint.")
+    resume.add_argument("dir", help="the --out folder of the interrupted run")
+    common_run_flags(resume)
+
+    report = sub.add_parser("report", help="write DIR/report.html: config, checks against theory, figures",
+                            description="Write one self-contained HTML page (figures embedded) for a finished run.")
+    report.add_argument("dir", help="the --out folder of a finished run")
     return parser
 
 
@@ -65,6 +92,14 @@ def command_list() -> int:
     return 0
 
 
+def _data_flag(study_name: str, config_cls, path: str) -> dict:
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in ("data", "data_dir"):
+        if key in fields:
+            return {key: path}
+    raise ConfigError(f"study {study_name!r} reads no data files; drop --data")
+
+
 def command_run(args) -> int:
     study = load_study(args.study)
     layers = [study.QUICK if args.quick else {}]
@@ -74,27 +109,81 @@ def command_run(args) -> int:
     flags = {}
     if args.seed is not None:
         flags["seed"] = args.seed
-    if args.data_dir is not None:
-        flags["data_dir"] = args.data_dir
+    if args.data is not None:
+        flags.update(_data_flag(args.study, study.Config, args.data))
     layers.append(flags)
     config = resolve_config(study.Config, *layers)
     out = Path(args.out or Path("runs") / args.study)
+    if (out / "checkpoints").exists():
+        if not args.overwrite:
+            raise ConfigError(f"{out} holds an unfinished run; continue it with 'sgworld resume {out}' or pass "
+                              "--overwrite to start again")
+        shutil.rmtree(out / "checkpoints")
+    return execute(args.study, study, config, out, args)
+
+
+def command_resume(args) -> int:
+    out = Path(args.dir)
+    path = out / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: {out} is not the --out folder of a started run")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); start the run again with 'sgworld run'") from None
+    name = saved.get("study")
+    study = load_study(name)
+    if not (out / "checkpoints").exists() and (out / "metrics.json").exists():
+        print(f"{out} is finished; nothing to resume (see 'sgworld report {out}')")
+        return 0
+    fields = {f.name for f in dataclasses.fields(study.Config)}
+    config = resolve_config(study.Config, {k: v for k, v in saved.items() if k in fields})
+    return execute(name, study, config, out, args)
+
+
+def execute(name: str, study, config, out: Path, args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=out / "run.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", force=True)
-    logging.info("sgworld %s: run %s with %s", __version__, args.study, config)
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.info("sgworld %s: %s %s with %s", __version__, args.command, name, config)
+    where = f"Partial results and checkpoints are in {out}/; continue with 'sgworld resume {out}'."
     try:
         with torch_threads(args.threads):
-            metrics = study.run(config, out, progress=False if args.quiet else None)
+            metrics = study.run(config, out, progress=False if args.quiet else None,
+                                checkpoint_every=args.checkpoint_every)
     except DivergenceError as exc:
         logging.error("%s", exc)
         if exc.trace is not None:
             exc.trace.save(out / "diverged_trace.npz")
-        print(f"sgworld: error: {exc} Partial results are in {out}/", file=sys.stderr)
+        print(f"sgworld: error: {exc} The draws before the divergence are in {out}/diverged_trace.npz.",
+              file=sys.stderr)
+        return 1
+    except (ConfigError, ValueError):
+        raise
+    except KeyboardInterrupt:
+        logging.warning("interrupted")
+        print(f"sgworld: interrupted. {where}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a run-time failure: report it with where the results are
+        logging.exception("run failed")
+        print(f"sgworld: error: {type(exc).__name__}: {exc}. {where} Details in {out}/run.log.", file=sys.stderr)
         return 1
     logging.info("done in %.1f s", metrics.get("runtime_s", float("nan")))
-    print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))})")
+    from .report import write_report
+    report = write_report(out)
+    print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))}); "
+          f"open {report} in a browser")
     return 0
+
+
+def command_report(args) -> int:
+    from .report import write_report
+    print(f"wrote {write_report(args.dir)}")
+    return 0
+
+
+COMMANDS = {"list": lambda args: command_list(), "run": command_run, "resume": command_resume,
+            "report": command_report}
 
 
 def main(argv=None) -> int:
@@ -104,9 +193,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command == "list":
-            return command_list()
-        return command_run(args)
+        return COMMANDS[args.command](args)
     except (ConfigError, ValueError) as exc:
         print(f"sgworld: error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 A study is a module with a frozen ``Config`` dataclass (defaults = the full-size run), a ``QUICK``
 dict of overrides for fast smoke runs, a one-line ``DESCRIPTION`` and
-``run(config, out_dir, progress=None) -> metrics dict`` that writes its files to ``out_dir``.
+``run(config, out_dir, progress=None, checkpoint_every=60.0) -> metrics dict`` that writes its files to
+``out_dir``, keeping its resumable state in a :class:`StudyCheckpoints` until it finishes.
 For ``sgworld report`` a study also provides ``FIGURES`` (file name -> one-line caption) and
 ``checks(metrics) -> list[Check]`` (every headline number with its theory value and tolerance).
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
+import shutil
 import tomllib
 import typing
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +152,46 @@ def write_config(out_dir: str | os.PathLike, config, **extra) -> Path:
     return write_json(Path(out_dir) / "config.json",
                       {"study": study, **to_jsonable(config), **extra, "sgworld_version": __version__})
 
+
+
+class StudyCheckpoints:
+    """A study's resumable state in ``out_dir/checkpoints/``, removed when the study finishes.
+
+    Every ``sample()`` call streams into its own trace folder there (``sample_args(tag)``), so a rerun
+    of the study with the same settings returns finished runs from disk and resumes the interrupted
+    one from its last checkpoint; ``save``/``load`` keep other partial results (named arrays) that
+    are expensive to recompute. ``sgworld resume DIR`` reruns the study with ``DIR/config.json``.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, every: float | None = 60.0):
+        self.root = Path(out_dir) / "checkpoints"
+        self.every = every
+
+    def sample_args(self, tag: str) -> dict:
+        """Keyword arguments for :func:`sgworld.sample` that make the call resumable."""
+        return {"out": self.root / tag, "checkpoint_every": self.every}
+
+    def save(self, name: str, **arrays) -> None:
+        """Store named arrays atomically (temp file + rename) as ``name``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{name}.npz.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / f"{name}.npz")
+
+    def load(self, name: str) -> dict | None:
+        """The arrays saved as ``name``, or None (also for a corrupt file, which is then recomputed)."""
+        path = self.root / f"{name}.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            logging.getLogger(__name__).warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+            return None
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

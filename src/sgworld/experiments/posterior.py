@@ -31,7 +31,7 @@ from ..problems import BayesianLinearRegression
 from ..run import sample
 from ..thermo.trajectory import empirical_covariance, empirical_mean
 from ..theory.exact import epoch_stationary_moments, stepwise_stationary_moments
-from .common import write_config, write_json
+from .common import Check, StudyCheckpoints, write_config, write_json
 
 DESCRIPTION = "SGLD vs SGWORLD vs ULA against the exact posterior of a Bayesian linear regression, over lr"
 
@@ -103,10 +103,10 @@ def schedule(lr: float, config: Config, h_min: float) -> dict:
             "burn_in_relaxation_times": burn_in / relax}
 
 
-def run_one(problem, method, plan: dict, config: Config, init, seed: int, progress):
+def run_one(problem, method, plan: dict, config: Config, init, seed: int, progress, resumable: dict):
     return sample(problem, method, lr=plan["lr"], temperature=config.temperature, batch_size=config.batch_size,
                   chains=config.chains, num_draws=config.draws, burn_in=plan["burn_in"], thin=plan["thin"],
-                  init=init, seed=seed, progress=progress)
+                  init=init, seed=seed, progress=progress, **resumable)
 
 
 def fit_slope(lrs, kls) -> float | None:
@@ -138,10 +138,12 @@ def check_config(config: Config) -> None:
         check_choice("method", m, METHODS)
 
 
-def run(config: Config, out_dir, progress=None) -> dict:
+def run(config: Config, out_dir, progress=None, checkpoint_every: float | None = 60.0) -> dict:
+    """Run the sweep; every sampler run is resumable (see :class:`StudyCheckpoints`)."""
     check_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    store = StudyCheckpoints(out_dir, checkpoint_every)
     started = time.time()
     X, y = make_data(config)
     problem = BayesianLinearRegression(torch.tensor(X), torch.tensor(y), config.noise_std, config.prior_std)
@@ -160,7 +162,8 @@ def run(config: Config, out_dir, progress=None) -> dict:
     for i, plan in enumerate(plans):
         lr = plan["lr"]
         for j, method in enumerate(config.methods):
-            trace = run_one(problem, method, plan, config, init, config.seed + 1000 * i + j, progress)
+            trace = run_one(problem, method, plan, config, init, config.seed + 1000 * i + j, progress,
+                            store.sample_args(f"{method}-lr{i}"))
             mean, cov = trace.mean(), trace.cov()
             exact = exact_moments(method, A, g, lr, config)
             # standard errors from the spread of the independent chains
@@ -190,6 +193,7 @@ def run(config: Config, out_dir, progress=None) -> dict:
     write_json(out_dir / "metrics.json", metrics)
     from .posterior_plots import plot_kl_vs_lr
     plot_kl_vs_lr(results, summary, out_dir / "kl_vs_lr.png")
+    store.clear()
     return metrics
 
 
@@ -213,4 +217,64 @@ def summarise(results, methods) -> dict:
         s = out["slope_exact_discrete"]["sgworld"]
         if s:
             out["lr_ratio_at_equal_kl"] = [float(q ** (1.0 / s)) for q in out["kl_ratio_exact_discrete"]]
+    return out
+
+
+# --------------------------------------------------------------------------- report (sgworld report)
+
+
+FIGURES = {
+    "kl_vs_lr.png": "KL(N(mean, cov) || posterior) against lr for each method: lines the exact discrete-time KL, "
+                    "circles the sampled KL, grey the Monte Carlo floor",
+}
+
+Z_CHECK = 5.0  # as in the tests: two-sided normal tail 5.7e-7 per compared number
+SLOPE_BANDS = {"sgworld": (1.8, 2.3)}  # exact-KL slopes the tests accept; (1.8, 2.2) for the other methods
+
+
+def checks(metrics: dict) -> list[Check]:
+    """The study's headline numbers against theory, with the tolerances of its tests."""
+    results, summary = metrics["results"], metrics["summary"]
+    d = len(metrics["exact"]["mean"])
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    by = {m: sorted((r for r in results if r["method"] == m), key=lambda r: r["lr"]) for m in methods}
+    out = []
+    for m, rs in by.items():
+        # z of the sampled moments against the method's exact discrete-time moments (None: NaN in the JSON)
+        zs = [max(r["z_mean_max"], r["z_cov_max"]) if None not in (r["z_mean_max"], r["z_cov_max"]) else None
+              for r in rs]
+        compared = f"{len(rs)} lrs x {d + d * (d + 1) // 2} moments"
+        if None in zs:
+            out.append(Check(f"{m}: sampled vs exact discrete-time moments, max |z|", None, 0.0, f"|z| < {Z_CHECK:g}",
+                             False, f"non-finite z-score over {compared} (no spread between chains?)"))
+        else:
+            worst = rs[int(np.argmax(zs))]
+            out.append(Check(f"{m}: sampled vs exact discrete-time moments, max |z|", max(zs), 0.0,
+                             f"|z| < {Z_CHECK:g}", max(zs) < Z_CHECK,
+                             f"over {compared}; largest at lr M h_max = {worst['lr_M_hmax']:.3g}"))
+    for m in methods:
+        lo, hi = SLOPE_BANDS.get(m, (1.8, 2.2))
+        s = summary["slope_exact_discrete"].get(m)
+        out.append(Check(f"{m}: slope of exact discrete-time KL vs lr (log-log)", s, 2.0, f"{lo:g} < slope < {hi:g}",
+                         None if s is None else lo < s < hi, "O(lr) moment bias gives KL ~ lr^2"))
+    if "kl_ratio_exact_discrete" in summary:
+        ratios = summary["kl_ratio_exact_discrete"]
+        out.append(Check("KL ratio SGLD / SGWORLD at equal lr (exact discrete time), smallest", min(ratios), None,
+                         "> 10", min(ratios) > 10, f"from {min(ratios):.3g} to {max(ratios):.3g} over the sweep"))
+    # Information only: sampled numbers, whose Monte Carlo floor sets what they can resolve.
+    for m, rs in by.items():
+        top = rs[-1]
+        out.append(Check(f"{m}: sampled KL at the largest lr (ref: exact discrete-time KL)", top["kl"],
+                         top["kl_exact_discrete"], note=f"Monte Carlo floor {top['kl_mc_floor']:.2g}"))
+        s = summary["slope"].get(m)
+        out.append(Check(f"{m}: slope of sampled KL vs lr (ref: exact)", s, summary["slope_exact_discrete"].get(m),
+                         note="fitted to sampled KLs above twice their floor" if s is not None else
+                         "not resolved: fewer than two sampled KLs above twice their Monte Carlo floor"))
+    if "kl_ratio_sgld_over_sgworld" in summary:
+        out.append(Check("KL ratio SGLD / SGWORLD at the largest lr, sampled (ref: exact)",
+                         summary["kl_ratio_sgld_over_sgworld"][-1], summary["kl_ratio_exact_discrete"][-1]))
+    if summary.get("lr_ratio_at_equal_kl"):
+        q = summary["lr_ratio_at_equal_kl"]
+        out.append(Check("lr ratio SGWORLD / SGLD at equal KL, smallest", min(q),
+                         note=f"from {min(q):.3g} to {max(q):.3g} over the sweep"))
     return out

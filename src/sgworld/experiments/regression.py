@@ -55,7 +55,7 @@ from ..theory.point import find_minimum, wor_sigma_standard_error, wor_theory, w
 from ..thermo.fluctuation import detailed_fluctuation_theorem, integral_fluctuation_theorem
 from ..thermo.model_free import fit_linear_drift
 from ..thermo.trajectory import areal_velocity, chain_mean, entropy_production_steps, window_sums
-from .common import write_config, write_json
+from .common import Check, StudyCheckpoints, write_config, write_json
 
 DESCRIPTION = "Nonequilibrium stationary state of SGD (wr vs wor) on the paper's tanh regression network"
 
@@ -211,22 +211,39 @@ def segment_seed(seed: int, scheme: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, {"wr": 1, "wor": 2}[scheme], index]).generate_state(1)[0])
 
 
-def run_segments(problem, config: Config, scheme: str, init: np.ndarray, thin: int, on_segment, progress=None):
+def run_segments(problem, config: Config, scheme: str, init: np.ndarray, thin: int, on_segment, progress=None,
+                 store: StudyCheckpoints | None = None, kept: dict | None = None):
     """Advance all chains ``config.steps`` SGD steps in segments; ``on_segment(j, path)`` gets each
-    segment's path ``(chains, 1 + segment/thin, p)`` (its first point is the previous segment's last)."""
+    segment's path ``(chains, 1 + segment/thin, p)`` (its first point is the previous segment's last).
+
+    ``kept`` names the arrays that ``on_segment`` fills: with a ``store`` they are saved with the
+    chains' positions every ``store.every`` seconds and after the last segment, and a rerun restores
+    them and continues from the next segment (each segment has its own seed, so the result is the same).
+    """
     from tqdm.auto import tqdm
 
     position = np.asarray(init)
     segments = config.steps // config.segment
-    with tqdm(total=segments, desc=f"sgd/{scheme}", unit="segment", leave=False,
+    name, kept, start = f"sgd-{scheme}", kept or {}, 0
+    saved = store.load(name) if store is not None else None
+    if saved is not None:
+        for key, array in kept.items():
+            array[...] = saved[key]
+        position, start = saved["position"], int(saved["next_segment"])
+    last_save = time.monotonic()
+    with tqdm(total=segments, initial=start, desc=f"sgd/{scheme}", unit="segment", leave=False,
               disable=progress is False if progress is not None else None) as bar:
-        for j in range(segments):
+        for j in range(start, segments):
             trace = sample(problem, "sgd", lr=config.lr, batch_size=config.batch_size, scheme=scheme,
                            chains=config.chains, num_draws=config.segment // thin, thin=thin, init=position,
                            seed=segment_seed(config.seed, scheme, j), progress=False)
             on_segment(j, np.concatenate([position[:, None], trace.draws], axis=1))
             position = trace.draws[:, -1]
             bar.update(1)
+            if store is not None and store.every is not None and (
+                    j == segments - 1 or time.monotonic() - last_save >= store.every):
+                store.save(name, position=position, next_segment=j + 1, **kept)
+                last_save = time.monotonic()
     return position
 
 
@@ -300,7 +317,7 @@ def check_config(config: Config, steps_per_epoch: int) -> None:
         raise ValueError(f"dft_window = {config.dft_window} must be one of ft_windows {config.ft_windows}")
 
 
-def simulate_wr(problem, config: Config, theory, rng, progress) -> dict:
+def simulate_wr(problem, config: Config, theory, rng, progress, store=None) -> dict:
     """WR chains from ``N(w*, Sigma_WR)``: moments, areal velocity, entropy production, FT windows.
 
     Everything kept across segments is preallocated: small long-lived arrays created between the
@@ -330,7 +347,9 @@ def simulate_wr(problem, config: Config, theory, rng, progress) -> dict:
         per = config.segment // thin
         mf_path[:, j * per:(j + 1) * per] = path[:mf, : config.segment: thin]
 
-    final = run_segments(problem, config, "wr", snapshots[:, 0], 1, on_segment, progress)
+    final = run_segments(problem, config, "wr", snapshots[:, 0], 1, on_segment, progress, store,
+                         {"snapshots": snapshots, "areal": areal, "sigma_ft": sigma_ft, "mf_path": mf_path,
+                          "ep_sum": ep_sum})
     mf_path[:, -1] = final[:mf]
     times = config.segment * np.arange(segments + 1, dtype=float)
     lam = np.linalg.eigvalsh(state.H)
@@ -341,7 +360,7 @@ def simulate_wr(problem, config: Config, theory, rng, progress) -> dict:
             "sigma_ft": sigma_ft, "model_free_path": mf_path, "final": final}
 
 
-def simulate_wor(problem, config: Config, theory, rng, progress) -> dict:
+def simulate_wor(problem, config: Config, theory, rng, progress, store=None) -> dict:
     """WOR chains from ``N(w_eff, Sigma_WOR)``, observed at epoch boundaries: relaxation-corrected moments."""
     groups = chain_groups(config.chains, config.groups)
     m = theory.steps_per_epoch
@@ -352,7 +371,8 @@ def simulate_wor(problem, config: Config, theory, rng, progress) -> dict:
     def on_segment(j, path):
         snapshots[:, j + 1] = path[:, -1]
 
-    final = run_segments(problem, config, "wor", snapshots[:, 0], m, on_segment, progress)
+    final = run_segments(problem, config, "wor", snapshots[:, 0], m, on_segment, progress, store,
+                         {"snapshots": snapshots})
     times = (config.segment // m) * np.arange(segments + 1, dtype=float)  # in epochs
     lam = np.linalg.eigvalsh(theory.H)
     moments = relaxation_corrected_moments(snapshots, times, theory.H, m * np.log1p(-config.lr * lam),
@@ -396,15 +416,17 @@ def _z(estimate, reference, se):
         return (np.asarray(estimate) - np.asarray(reference)) / np.asarray(se)
 
 
-def run(config: Config, out_dir, progress=None) -> dict:
+def run(config: Config, out_dir, progress=None, checkpoint_every: float | None = 60.0) -> dict:
     """Run the study (see the module docstring); returns the metrics written to ``out_dir/metrics.json``.
 
     The per-step tensors are small (chains x b elements); run it with one torch thread
-    (``sgworld run`` does by default, see ``--threads``).
+    (``sgworld run`` does by default, see ``--threads``). The simulations save their progress every
+    ``checkpoint_every`` seconds; rerunning with the same settings continues from there.
     """
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    store = StudyCheckpoints(out_dir, checkpoint_every)
     problem, data = build_problem(config)
     m = problem.n // config.batch_size
     check_config(config, m)
@@ -420,10 +442,10 @@ def run(config: Config, out_dir, progress=None) -> dict:
 
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0]))
     tic = time.time()
-    sim_wr = simulate_wr(problem, config, wr, rng, progress)
+    sim_wr = simulate_wr(problem, config, wr, rng, progress, store)
     timings["wr_simulation_s"] = time.time() - tic
     tic = time.time()
-    sim_wor = simulate_wor(problem, config, wor, rng, progress)
+    sim_wor = simulate_wor(problem, config, wor, rng, progress, store)
     timings["wor_simulation_s"] = time.time() - tic
     tic = time.time()
     ift, dft = fluctuation_theorems(sim_wr["sigma_ft"], config)
@@ -439,6 +461,7 @@ def run(config: Config, out_dir, progress=None) -> dict:
     metrics["timings"] = timings
     metrics["runtime_s"] = time.time() - started
     write_json(out_dir / "metrics.json", metrics)
+    store.clear()
     return metrics
 
 
@@ -550,3 +573,87 @@ def assemble_metrics(config, data, problem, w_star, newton, start, H, wr, wor, s
             "standard_errors": f"spread over {config.groups} independent groups of chains",
         },
     }
+
+
+# --------------------------------------------------------------------------- report (sgworld report)
+
+
+FIGURES = {
+    "sigma_theory_vs_sim.png": "Stationary variances of WR and WOR: simulation (relaxation-corrected) against the "
+                               "Lyapunov theory, and their ratio per Hessian eigenmode",
+    "circulation_Q_vs_A.png": "Probability circulation of WR: measured areal velocity A against the theory "
+                              "Q = (lr/2)(H Sigma - Sigma H)",
+    "entropy_production_dft.png": "Window entropy production of WR: its histogram, and ln P(ds)/P(-ds) against the "
+                                  "slope-1 line of the detailed fluctuation theorem",
+    "stationary_clouds.png": "WR and WOR stationary clouds in the top two principal directions of Sigma_WR, with the "
+                             "theory's 2-SD ellipses, w* and w_eff",
+}
+
+Z_CHECK = 5.0  # as in the tests: two-sided normal tail 5.7e-7 per compared number
+
+
+def _z_check(name: str, z, note: str = "") -> Check:
+    """Largest |z| of a set of z-scores; a missing (non-finite) z fails."""
+    z = [math.nan if v is None else float(v) for v in np.ravel(np.asarray(z, dtype=object))]
+    if not all(map(math.isfinite, z)):
+        return Check(name, None, 0.0, f"|z| < {Z_CHECK:g}", False, f"non-finite z-score among {len(z)}")
+    worst = max(map(abs, z))
+    return Check(name, worst, 0.0, f"|z| < {Z_CHECK:g}", worst < Z_CHECK, f"{len(z)} numbers; {note}".rstrip("; "))
+
+
+def _rate_check(name: str, value, se, theory, missing: str) -> Check:
+    if value is None or se is None or not se > 0:
+        return Check(name, value, theory, f"|z| < {Z_CHECK:g}", None, missing)
+    z = (value - theory) / se
+    return Check(name, value, theory, f"|z| < {Z_CHECK:g}", abs(z) < Z_CHECK, f"z = {z:+.2f} (SE {se:.2g})")
+
+
+def _relative_range(sim, theory) -> str:
+    ratio = np.asarray(sim, dtype=float) / np.asarray(theory, dtype=float) - 1
+    return f"simulation / theory - 1 from {ratio.min():+.1%} to {ratio.max():+.1%}"
+
+
+def checks(metrics: dict) -> list[Check]:
+    """The study's headline numbers against theory: z-scores at the tests' 5 SE, the fluctuation
+    theorems within their 95% bootstrap intervals."""
+    wr, wor = metrics["wr"], metrics["wor"]
+    out = [
+        _z_check("WR: Sigma diagonal vs Lyapunov theory, max |z|", wr["sigma_z_diag"],
+                 _relative_range(wr["sigma_sim_diag"], wr["sigma_theory_diag"])),
+        _z_check("WR: areal velocity A vs circulation Q, max |z|", wr["A_z_upper"],
+                 f"|Q| up to {np.max(np.abs(np.asarray(wr['Q_theory'], dtype=float))):.2g}"),
+        _rate_check("WR: entropy production per step, simulated", wr["ep_rate_sim"], wr["ep_rate_sim_se"],
+                    wr["ep_rate_theory"], "no standard error"),
+        _rate_check("WR: entropy production per step, model-free", wr["ep_rate_model_free"],
+                    wr["ep_rate_model_free_se"], wr["ep_rate_theory"],
+                    "not available: the drift fit failed: " + str(wr["model_free"].get("error", "no standard error"))),
+        Check("WR: commutator ratio ||[H, D]|| / ||H D||", wr["commutator_ratio"],
+              note="0 when H and D commute (then no circulation)"),
+    ]
+    for k, ratio in wr["ift"].items():
+        lo, hi = wr["ift_ci"][k]
+        ok = None if None in (ratio, lo, hi) else lo <= 0 <= hi
+        out.append(Check(f"IFT figure of merit (<exp(-ds)> - 1) / <ds>, window {k}", ratio, 0.0,
+                         "0 within the 95% CI", ok,
+                         f"95% CI [{lo:.3g}, {hi:.3g}]" if ok is not None else "no bootstrap interval"))
+    lo, hi = wr["dft_slope_ci"]
+    out.append(Check(f"DFT slope of ln P(ds)/P(-ds), window {wr['dft_window']}", wr["dft_slope"], 1.0,
+                     "1 within the 95% CI", None if None in (wr["dft_slope"], lo, hi) else lo <= 1 <= hi,
+                     f"95% CI [{lo:.3g}, {hi:.3g}]" if None not in (lo, hi) else "no bootstrap interval"))
+    out += [
+        _z_check("WOR: stationary mean vs w_eff = argmin L_eff, max |z|", wor["mean_z"],
+                 f"shift w_eff - w*: simulation within {wor['shift_relative_error']:.1%} of theory"),
+        _z_check("WOR: Sigma diagonal vs theory, max |z|", wor["sigma_z_diag"],
+                 _relative_range(wor["sigma_sim_diag"], wor["sigma_theory_diag"])),
+        Check("WOR: lr M h_max", wor["lr_M_hmax"], None, "< 0.1", wor["lr_M_hmax"] < 0.1,
+              "the WOR theory is an expansion in lr M h_max"),
+    ]
+    ratio = np.asarray(wor["variance_ratio_wr_over_wor_eig"], dtype=float)
+    out.append(Check("WR / WOR stationary variance per eigenmode (theory), smallest", float(ratio.min()), None,
+                     "> 1e3", bool(ratio.min() > 1e3), f"from {ratio.min():.3g} to {ratio.max():.3g}"))
+    gap = np.abs(np.asarray(wor["D_epoch_relative_difference_eig"], dtype=float))
+    out.append(Check("WOR: per-epoch diffusion, simulated vs second-order formula, max relative gap",
+                     float(gap.max()), note="third order in lr M h; Sigma_WOR uses the simulated D"))
+    out.append(Check("Newton: |grad U(w*)|", metrics["newton"]["grad_norm"],
+                     note=f"{metrics['newton']['iterations']} iterations from {metrics['data']['newton_start']}"))
+    return out
