@@ -437,7 +437,8 @@ def run(config: Config, out_dir, progress=None, checkpoint_every: float | None =
     w_star, newton, start = find_w_star(problem, data, config)
     H = problem.hessian(torch.as_tensor(w_star)).numpy()
     wr = wr_theory(problem, w_star, config.lr, config.batch_size)
-    wor = wor_theory(problem, w_star, config.lr, config.batch_size, epochs=config.wor_epochs, seed=config.seed)
+    wor = wor_theory(problem, w_star, config.lr, config.batch_size, epochs=config.wor_epochs, seed=config.seed,
+                     progress=progress)
     timings["theory_s"] = time.time() - tic
 
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0]))

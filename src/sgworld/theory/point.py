@@ -481,7 +481,7 @@ def _covariance_with_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def wor_epoch_diffusion(problem: Problem, w, lr: float, batch_size: int, *, epochs: int = 20000,
-                        seed: int = 0) -> EpochDiffusion:
+                        seed: int = 0, progress: bool | None = False) -> EpochDiffusion:
     r"""Per-epoch WOR diffusion ``D_WOR = Cov[Delta]/2`` at ``w``: simulated and second-order formula.
 
     ``epochs`` independent one-epoch SGD runs start at ``w``, each with a fresh uniform permutation
@@ -508,18 +508,24 @@ def wor_epoch_diffusion(problem: Problem, w, lr: float, batch_size: int, *, epoc
         Independent epochs (relative standard error of D about ``sqrt(2 / epochs)``).
     seed : int
         Seeds the permutations; nothing else is random.
+    progress : bool | None
+        Progress bar over the epochs (None: only on a terminal).
     """
+    from tqdm.auto import tqdm
+
     w = _as_point(problem, w)
     lr = check_positive("lr", lr)
     batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
     epochs = check_int_range("epochs", epochs, 2)
     generator = torch.Generator().manual_seed(int(seed))
     sim, second = [], []
-    with torch.no_grad():
+    with torch.no_grad(), tqdm(total=epochs, desc="D_WOR", unit="epoch", leave=False,
+                               disable=None if progress is None else not progress) as bar:
         for start in range(0, epochs, _EPOCH_CHUNK):
             batches = _epoch_batches(problem.n, batch_size, min(_EPOCH_CHUNK, epochs - start), generator)
             sim.append(_simulated_displacements(problem, w, lr, batches))
             second.append(_second_order_displacements(problem, w, lr, batches))
+            bar.update(batches.shape[0])
     sim, second = _numpy(torch.cat(sim)), _numpy(torch.cat(second))
     cov_sim, se_sim, prod_sim = _covariance_with_se(sim)
     cov_2, se_2, prod_2 = _covariance_with_se(second)
@@ -739,7 +745,7 @@ class WORTheory:
 
 
 def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: int = 20000, seed: int = 0,
-               chunk_size: int = 1024) -> WORTheory:
+               chunk_size: int = 1024, progress: bool | None = False) -> WORTheory:
     r"""WOR stationary state: mean ``w_eff = argmin L_eff`` and covariance from the per-epoch diffusion.
 
     ``w_eff`` by :func:`minimize_effective_loss` from ``w_star``; at ``w_eff``: ``H``, ``S`` and
@@ -768,7 +774,7 @@ def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: 
     S = gradient_covariance(problem, w_eff, chunk_size)
     _check_noise(S, noise_factor("wr", problem.n, batch_size), problem.n, batch_size, "wor")
     m = problem.n // batch_size
-    epoch = wor_epoch_diffusion(problem, w_eff, lr, batch_size, epochs=epochs, seed=seed)
+    epoch = wor_epoch_diffusion(problem, w_eff, lr, batch_size, epochs=epochs, seed=seed, progress=progress)
     state = stationary_state(H, epoch.D_second_order, lr * m, effective.w_eff)
     return WORTheory(w_star=_numpy(w0), effective=effective, H=H, S=S, diffusion=epoch, state=state,
                      Sigma_se=wor_sigma_standard_error(H, epoch.second_order_displacements, lr, m),
