@@ -49,12 +49,44 @@ def random_permutations(chains: int, n: int, rng: np.random.Generator, device=No
     return torch.from_numpy(perm).to(device)
 
 
-def distinct_indices(rows: int, n: int, b: int, generator: torch.Generator, device=None) -> torch.Tensor:
-    """``rows`` independent uniform b-subsets of 0..n-1, (rows, b), by Floyd's algorithm.
+# Floyd's algorithm costs O(b^2) per row; above this b, rejection of rows with duplicates is faster
+# (measured: 60 ns / index for Floyd at b = 10, 600 at b = 100, against 95 and 170 for rejection).
+_FLOYD_MAX_B = 16
 
-    Step j draws t uniform in [0, n-b+j]; if t was already chosen it takes n-b+j instead. Every
-    b-subset is equally likely, and the cost is O(b^2) per row instead of O(n) for a sort or top-k.
+
+def distinct_indices(rows: int, n: int, b: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """``rows`` independent uniform b-subsets of 0..n-1, (rows, b).
+
+    Small b (or b^2 > 2n, where most i.i.d. rows hold a duplicate) uses Floyd's algorithm, otherwise
+    rejection of i.i.d. rows; both give every b-subset with equal probability, at O(b^2) and
+    O(b log b) per row, instead of O(n) for a sort or top-k over all n indices.
     """
+    if b <= _FLOYD_MAX_B or b * b > 2 * n:
+        return _floyd(rows, n, b, generator, device)
+    return _rejection(rows, n, b, generator, device)
+
+
+def _rejection(rows: int, n: int, b: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Draw i.i.d. rows and redraw those holding a duplicate until none does.
+
+    A row is accepted with probability prod_j (1 - j/n) ~ exp(-b^2 / 2n) (>= 1/e here); conditioned
+    on acceptance an i.i.d. row is a uniform ordered b-tuple of distinct indices.
+    """
+    out = torch.randint(n, (rows, b), generator=generator, device=device)
+    todo = None
+    while True:
+        batch = out if todo is None else out[todo]
+        ordered = batch.sort(1).values
+        bad = (ordered[:, 1:] == ordered[:, :-1]).any(1)
+        todo = bad.nonzero().squeeze(1) if todo is None else todo[bad]
+        if todo.numel() == 0:
+            return out
+        out[todo] = torch.randint(n, (todo.numel(), b), generator=generator, device=device)
+
+
+def _floyd(rows: int, n: int, b: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Floyd's algorithm: step j draws t uniform in [0, n-b+j]; if t was already chosen it takes
+    n-b+j instead. Every b-subset is equally likely."""
     out = torch.empty(rows, b, dtype=torch.long, device=device)
     for j in range(b):
         top = n - b + j

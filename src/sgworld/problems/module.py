@@ -9,6 +9,7 @@ from torch.func import functional_call
 
 from .._checks import check_choice, check_finite, check_positive
 from .base import Problem
+from .mlp import MLPGradient, mlp_layers
 
 LIKELIHOODS = ("gaussian", "categorical")
 
@@ -69,4 +70,18 @@ def from_module(module: nn.Module, X, y, *, likelihood: str = "gaussian", noise_
     problem = Problem(potential, (X, y), layout.dim, initial=layout.flatten(module).to(dtype),
                       name=f"{type(module).__name__}/{likelihood}")
     problem.layout = layout
+    layers = mlp_layers(module)
+    if layers is not None:
+        # The sampler's hot path: the same gradient, hand-batched over chains (problems/mlp.py).
+        fast = MLPGradient(layers, n, likelihood, prior_precision, inv_two_var if likelihood == "gaussian" else 0.5)
+        generic = problem.batch_grad
+
+        def batch_grad(w, idx=None):
+            problem.check_params(w)
+            if idx is None:
+                return fast(w, X.unsqueeze(0), y.unsqueeze(0))
+            return fast(w, X[idx], y[idx])
+
+        batch_grad.generic = generic
+        problem.batch_grad = batch_grad
     return problem
