@@ -28,3 +28,20 @@ test: venv
 
 clean:
 	rm -rf $(VENV) runs
+
+# make bench - peers (BlackJAX with JAX, posteriors) in their own environment, then W1-W3 side by side
+#              into benchmarks/RESULTS.md (BENCH_FLAGS=--quick for a smoke run)
+BENCH_VENV := benchmarks/.venv
+BENCH_FLAGS ?=
+
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e .
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements.txt
+	touch $@
+
+.PHONY: bench
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/run_all.py $(BENCH_FLAGS)

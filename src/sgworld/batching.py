@@ -29,6 +29,7 @@ EPOCH_SCHEMES = ("wor", "shuffle_once", "sequential")
 # this many indices (bounds the memory of one block and amortises per-block overhead).
 _BLOCK_ELEMENTS = 1 << 20
 _FIRST_BLOCK_STEPS = 16
+_MAX_BLOCK_STEPS = 4096  # a block is kept as a list of per-step views: bound it for small K * b
 
 
 def noise_factor(scheme: str, n: int, batch_size: int) -> float:
@@ -157,7 +158,7 @@ class IndexStream:
 
     def _next_block(self) -> torch.Tensor:
         k, n, b = self.chains, self.n, self.batch_size
-        steps = min(self._block_steps, max(1, _BLOCK_ELEMENTS // (k * b)))
+        steps = min(self._block_steps, _MAX_BLOCK_STEPS, max(1, _BLOCK_ELEMENTS // (k * b)))
         self._block_steps *= 2
         if self.scheme == "iid":
             return torch.randint(n, (steps, k, b), generator=self.generator, device=self.device)
