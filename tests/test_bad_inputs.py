@@ -123,7 +123,7 @@ def write_bad_idx(tmp):
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):
         with gzip.open(folder / f"{name}.gz", "wb") as fh:
-            fh.write(b"\x00\x00\x08\x07 wrong magic")
+            fh.write(b"\x12\x34\x08\x03 not an IDX file")
     return str(folder)
 
 
@@ -146,7 +146,7 @@ CLI = [
                                     write_regression_files(t, y="1\nnan\n3\n")], "contains non-finite values"),
     ("data files disagree", lambda t: ["run", "regression", "--quick", "--data",
                                        write_regression_files(t, y="1\n2\n")], "they must match"),
-    ("bad MNIST IDX", lambda t: ["run", "digits", "--quick", "--data", write_bad_idx(t)], "magic"),
+    ("bad MNIST IDX", lambda t: ["run", "digits", "--quick", "--data", write_bad_idx(t)], "bad magic number"),
     ("resume without a run", lambda t: ["resume", str(t)], "config.json is missing"),
     ("report without a run", lambda t: ["report", str(t / "none")], "does not exist"),
 ]

@@ -590,10 +590,19 @@ def wor_sigma_standard_error(H, displacements, lr: float, steps_per_epoch: int, 
     lam, V = _eigh(as_float64(H, "H"))
     x = as_float64(displacements, "displacements")
     z = (x - x.mean(0)) @ V
-    per_epoch = z[:, :, None] * z[:, None, :] / (lr * steps_per_epoch * (lam[:, None] + lam[None, :]))
+    weight = 1.0 / (lr * steps_per_epoch * (lam[:, None] + lam[None, :]))
     B = V.T if basis is None else V.T @ as_float64(basis, "basis")  # basis^T Sigma basis = B^T Sigma_eig B
-    per_epoch = np.einsum("ki,nkl,lj->nij", B, per_epoch, B)
-    return per_epoch.std(0, ddof=1) / math.sqrt(x.shape[0])
+    n = x.shape[0]
+    mean = B.T @ ((z.T @ z / n) * weight) @ B
+    # Spread of the per-epoch solutions, accumulated in chunks: (epochs, p, p) at once would not fit for
+    # networks of a few hundred parameters.
+    squares = np.zeros_like(mean)
+    chunk = max(1, (1 << 22) // mean.size)
+    for start in range(0, n, chunk):
+        zc = z[start:start + chunk]
+        deviation = B.T @ (zc[:, :, None] * zc[:, None, :] * weight) @ B - mean
+        squares += (deviation * deviation).sum(0)
+    return np.sqrt(squares / (n - 1)) / math.sqrt(n)
 
 
 def wor_validity(H, lr: float, steps_per_epoch: int) -> float:
