@@ -31,6 +31,7 @@ from .trace import Trace, TraceWriter, read_folder_meta
 _FINITE_CHECK_EVERY = 8
 _UPDATE_EVERY_MAX = 256          # steps between progress updates, divergence and checkpoint checks
 _CHUNK_BYTES = 64 << 20          # draws held in memory between writes to a trace folder
+FUSED_STEPS = 16                 # steps per compiled block (sample(compile=True))
 _RUN_KEYS_IGNORED = ("sgworld_version", "acceptance_rate")  # may differ between a run and its resumption
 
 
@@ -74,7 +75,7 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
            batch_size: int | None = None, scheme: str | None = None, chains: int = 1, num_draws: int = 1000,
            burn_in: int = 0, thin: int = 1, init=None, seed: int = 0, drop_last: bool = True,
            progress: bool | None = None, threads: int | None = 1, out=None,
-           checkpoint_every: float | None = 60.0) -> Trace:
+           checkpoint_every: float | None = 60.0, compile: bool = False) -> Trace:
     """Run K chains of a sampler and return their draws as a :class:`Trace`.
 
     Every step applies ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi`` (or the kernel's own step, for
@@ -99,6 +100,12 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         checkpoint (the result is bit for bit that of an uninterrupted run), or returns the finished
         trace; a folder holding a different run is an error.
     checkpoint_every : seconds between checkpoints when ``out`` is given (None: no checkpoints)
+    compile : run blocks of ``FUSED_STEPS`` steps as one ``torch.compile``-d function (stochastic-gradient
+        kernels; MALA always steps one at a time). The block applies the same gradient and update rule;
+        it takes its noise for the whole block from one draw, so its trace differs from
+        ``compile=False`` for the same seed (each is reproducible). It pays off when per-step overhead
+        dominates (small networks, up to ~1e3 chains) and the run is long enough to amortise the
+        compilation (tens of seconds, once per process and shape).
 
     Raises
     ------
@@ -140,6 +147,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         "drop_last": drop_last, "steps_per_epoch": stream.steps_per_epoch if stream else 1,
         "problem": problem.name, "dtype": str(problem.dtype).replace("torch.", ""), "sgworld_version": __version__,
     }
+    if compile:
+        meta["compiled_blocks"] = FUSED_STEPS  # a different noise order: a resumed run must match it
     steps_np = burn_in + thin * np.arange(1, num_draws + 1, dtype=np.int64)
     shape = (chains, num_draws, problem.dim)
 
@@ -185,9 +194,29 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
 
     update_every = max(1, min(total // 200, _UPDATE_EVERY_MAX))
     last_checkpoint = time.monotonic()
+
+    def progress_point(step: int, bar) -> None:
+        """Every few hundred steps: progress bar, divergence check, and a checkpoint when one is due."""
+        nonlocal last_checkpoint
+        bar.update(step - bar.n)
+        check_divergence()
+        if (writer is not None and checkpoint_every is not None and step < total
+                and time.monotonic() - last_checkpoint >= checkpoint_every):
+            checkpoint()
+            last_checkpoint = time.monotonic()
+
+    fused = compile and kernel.block is not None and (stream is not None or kernel.temperature > 0)
     with torch.no_grad(), torch_threads(threads), tqdm(total=total, initial=done, disable=_bar_disabled(progress),
                                                        desc=kernel.name, unit="step", leave=False,
                                                        dynamic_ncols=True) as bar:
+        if fused:
+            def at_update(step, new_state):
+                nonlocal done, state
+                done, state = step, new_state
+                progress_point(step, bar)
+
+            state, done = _run_blocks(kernel, state, stream, noise_gen, done, total, burn_in, thin, recorder,
+                                      first_bad, at_update)
         for step in range(done + 1, total + 1):
             idx = next(stream) if stream is not None else None
             state, info = kernel.step(state, idx, noise_gen)
@@ -202,17 +231,42 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             if step > burn_in and (step - burn_in) % thin == 0:
                 recorder.add(state.position)
             if step % update_every == 0 or step == total:
-                bar.update(step - bar.n)
-                check_divergence()
-                if (writer is not None and checkpoint_every is not None and step < total
-                        and time.monotonic() - last_checkpoint >= checkpoint_every):
-                    checkpoint()
-                    last_checkpoint = time.monotonic()
+                progress_point(step, bar)
     trace = finish()
     if writer is not None:
         writer.finish(meta)
         remove_checkpoints(out)
     return trace
+
+
+def _run_blocks(kernel: Kernel, state, stream, noise_gen, done: int, total: int, burn_in: int, thin: int,
+                recorder: "_Recorder", first_bad: torch.Tensor, at_update) -> tuple:
+    """Advance in blocks of ``FUSED_STEPS`` steps through the compiled ``kernel.block``; returns the state
+    and the step reached (whole blocks only: the driver's step loop does the remainder).
+    ``at_update(step, state)`` is called every few hundred steps (progress, divergence, checkpoints)."""
+    # Compiled code is cached by torch per code object and guarded on the closure (problem, lr, T) and
+    # shapes: a later sample() call with the same problem and sizes reuses it.
+    block = torch.compile(kernel.block, dynamic=False)
+    position = state.position
+    chains, dim = position.shape
+    steps_per_update = max(FUSED_STEPS, _UPDATE_EVERY_MAX // FUSED_STEPS * FUSED_STEPS)
+    while done + FUSED_STEPS <= total:
+        indices = torch.stack([next(stream) for _ in range(FUSED_STEPS)]) if stream is not None else None
+        noise = None if kernel.temperature == 0 else torch.randn(
+            (FUSED_STEPS, chains, dim), generator=noise_gen, dtype=position.dtype, device=position.device)
+        positions = block(position, indices, noise)
+        position = positions[-1]
+        steps = torch.arange(done + 1, done + FUSED_STEPS + 1)
+        bad = ~torch.isfinite(positions).all(2)                         # (S, K)
+        first = torch.where(bad.any(0), steps[bad.int().argmax(0)], 0)
+        first_bad.copy_(torch.where(first_bad == 0, first, first_bad))
+        for j in torch.nonzero(((steps - burn_in) > 0) & ((steps - burn_in) % thin == 0)).flatten().tolist():
+            recorder.add(positions[j])
+        done += FUSED_STEPS
+        state = state._replace(position=position)
+        if done % steps_per_update == 0 or done + FUSED_STEPS > total:
+            at_update(done, state)
+    return state, done
 
 
 def _bar_disabled(progress: bool | None) -> bool | None:

@@ -31,19 +31,25 @@ class Kernel:
     scheme: str | None  # default index scheme; None = full batch (no minibatches)
     init: Callable[[torch.Tensor], NamedTuple]
     step: Callable[..., tuple[NamedTuple, StepInfo]]
+    # Optional: ``block(position, indices, noise) -> positions`` runs S steps of ``step`` with the
+    # minibatch indices (S, K, b) (or None) and the unit Gaussian noise (S, K, p) (or None at T = 0)
+    # given, and returns the S positions (S, K, p). It draws nothing, so it can be compiled.
+    block: Callable[..., torch.Tensor] | None = None
 
 
 def langevin_update(position: torch.Tensor, gradient: torch.Tensor, lr: float, temperature: float,
-                    generator: torch.Generator | None) -> torch.Tensor:
+                    generator: torch.Generator | None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """The one update rule of sgworld (DESIGN 1):
 
     ``w <- w - lr * grad + sqrt(2 * lr * T) * xi``,  ``xi ~ N(0, I)``.
 
+    ``xi`` is drawn from ``generator`` unless ``noise`` (already standard normal) is given.
     ``T = 0`` is plain gradient descent (no noise is drawn).
     """
     # Three tensor ops (one fused multiply-add each): per-step overhead matters at small K.
     drift = torch.add(position, gradient, alpha=-lr)
     if temperature == 0:
         return drift
-    noise = torch.randn(position.shape, generator=generator, dtype=position.dtype, device=position.device)
+    if noise is None:
+        noise = torch.randn(position.shape, generator=generator, dtype=position.dtype, device=position.device)
     return drift.add_(noise, alpha=math.sqrt(2.0 * lr * temperature))

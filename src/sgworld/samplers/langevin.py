@@ -7,6 +7,8 @@ gradient (``B_n`` = all data). Reference: arXiv 2306.03521 (Adhikari et al.).
 
 from __future__ import annotations
 
+import torch
+
 from .._checks import check_nonnegative, check_positive
 from ..problems import Problem
 from .base import Kernel, SamplerState, StepInfo, langevin_update
@@ -24,4 +26,13 @@ def stochastic_gradient_kernel(problem: Problem, lr: float, temperature: float, 
         gradient = problem.batch_grad(state.position, batch_indices)
         return SamplerState(langevin_update(state.position, gradient, lr, temperature, generator)), StepInfo()
 
-    return Kernel(name=name, lr=lr, temperature=temperature, scheme=scheme, init=init, step=step)
+    def block(position, indices, noise):
+        steps = (indices if indices is not None else noise).shape[0]
+        out = []
+        for s in range(steps):
+            gradient = problem.batch_grad(position, None if indices is None else indices[s])
+            position = langevin_update(position, gradient, lr, temperature, None, None if noise is None else noise[s])
+            out.append(position)
+        return torch.stack(out)
+
+    return Kernel(name=name, lr=lr, temperature=temperature, scheme=scheme, init=init, step=step, block=block)

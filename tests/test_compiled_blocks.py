@@ -1,0 +1,101 @@
+"""sample(compile=True): blocks of steps through the kernel's ``block`` function, compiled.
+
+The block applies the same gradient and update rule as the kernel's step; these tests check that it
+does (exactly, with the same noise), that the driver records, detects divergence and resumes the same
+way on the block path, and that the sampled moments match the exact discrete-time ones.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import sgworld.run
+from sgworld import DivergenceError, sample
+from sgworld.samplers import sgld, sgworld as sgworld_kernel
+from sgworld.samplers.base import langevin_update
+from sgworld.theory.exact import stepwise_stationary_moments
+
+from conftest import Z_TOL, chain_moments
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """The block path without the compiler (the driver logic is the same; compiling takes minutes)."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+
+
+@pytest.mark.parametrize("make", [sgld, sgworld_kernel])
+def test_block_equals_steps_with_the_same_noise(blr_problem, make):
+    kernel = make(blr_problem, 1e-2, 1.0)
+    gen = torch.Generator().manual_seed(0)
+    position = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    indices = torch.randint(blr_problem.n, (5, 3, 4), generator=gen)
+    noise = torch.randn(5, 3, 2, generator=gen, dtype=torch.float64)
+    block = kernel.block(position, indices, noise)
+    w = position
+    for s in range(5):
+        w = langevin_update(w, blr_problem.batch_grad(w, indices[s]), 1e-2, 1.0, None, noise[s])
+        assert torch.equal(block[s], w)
+
+
+def test_block_path_matches_exact_moments(blr_problem, eager_compile):
+    """SGLD on the block path against the exact stationary moments of the wr recursion (|z| < Z_TOL
+    per number, 5 numbers: false-failure rate about 3e-6)."""
+    A, g = blr_problem.quadratic_terms()
+    h_max = np.linalg.eigvalsh(A.mean(0))[-1]
+    lr = 0.3 / h_max
+    exact = stepwise_stationary_moments(A, g, lr, 1.0, 4, scheme="wr")
+    trace = sample(blr_problem, "sgld", lr=lr, batch_size=4, chains=1000, num_draws=20, burn_in=400, thin=10,
+                   init=exact.mean, seed=2, progress=False, compile=True)
+    assert trace.meta["compiled_blocks"] == sgworld.run.FUSED_STEPS
+    assert trace.steps.tolist() == list(range(410, 601, 10))
+    mean, mean_se, cov, cov_se = chain_moments(trace.draws)
+    assert np.all(np.abs(mean - exact.mean) < Z_TOL * mean_se)
+    iu = np.triu_indices(2)
+    assert np.all(np.abs(cov - exact.cov)[iu] < Z_TOL * cov_se[iu])
+
+
+def test_block_path_reports_divergence(blr_problem, eager_compile):
+    init = torch.zeros(3, 2, dtype=torch.float64)
+    init[2] = 1e3
+    with pytest.raises(DivergenceError) as err:
+        sample(blr_problem, "sgld", lr=5.0, batch_size=4, chains=3, init=init, num_draws=500, progress=False,
+               compile=True)
+    assert 2 in err.value.chains
+
+
+def test_block_path_resumes_bit_for_bit(tmp_path, blr_problem, eager_compile, monkeypatch):
+    kwargs = dict(method="sgworld", lr=1e-3, batch_size=4, chains=4, num_draws=50, thin=20, seed=5,
+                  progress=False, compile=True)
+    reference = sample(blr_problem, **kwargs)
+    # interrupt after the first checkpoint: make the divergence check raise once a checkpoint exists
+    calls = {"n": 0}
+    original = sgworld.run.save_checkpoint
+
+    def save_then_stop(folder, payload):
+        original(folder, payload)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sgworld.run, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        sample(blr_problem, out=tmp_path / "t", checkpoint_every=0.0, **kwargs)
+    monkeypatch.setattr(sgworld.run, "save_checkpoint", original)
+    resumed = sample(blr_problem, out=tmp_path / "t", **kwargs)
+    assert np.array_equal(resumed.draws, reference.draws)
+    shutil.rmtree(tmp_path / "t")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_compiled_block_agrees_with_eager(blr_problem):
+    h_max = np.linalg.eigvalsh(blr_problem.hessian().numpy())[-1]
+    kernel = sgld(blr_problem, 0.3 / h_max, 1.0)
+    gen = torch.Generator().manual_seed(1)
+    position = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    indices = torch.randint(blr_problem.n, (sgworld.run.FUSED_STEPS, 4, 4), generator=gen)
+    noise = torch.randn(sgworld.run.FUSED_STEPS, 4, 2, generator=gen, dtype=torch.float64)
+    compiled = torch.compile(kernel.block, dynamic=False)(position, indices, noise)
+    assert torch.allclose(compiled, kernel.block(position, indices, noise), rtol=1e-12, atol=1e-12)
