@@ -1,0 +1,191 @@
+"""Top-k analysis (sgworld.theory.topk) against the dense path, where both fit.
+
+Deterministic checks; tolerances are round-off bounds. Products and Lanczos eigenpairs agree with
+the dense matrices to ~1e-13 relative; the stationary quantities pass through D^{-1} and Sigma^{-1}
+(condition numbers ~1e4 here), so they are compared at 1e-9.
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sgworld import Problem
+from sgworld.problems import from_module
+from sgworld.theory.point import find_minimum, gradient_covariance, wr_theory
+from sgworld.theory.stationary import stationary_state
+from sgworld.theory.topk import (
+    covariance_operator,
+    dense_matrix,
+    hessian_operator,
+    subspace_gradient_covariance,
+    top_eigenpairs,
+    topk_theory,
+)
+
+LR, BATCH = 1e-3, 10
+CACHE_MODES = {"cached": 1 << 30, "jvp": 0}  # per-sample gradients in memory, or recomputed per product
+
+
+def relative(a, b):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b))
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    """A tanh network (3-5-1, p = 26) on N = 150 noisy regression samples; its minimum by Newton."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 3))
+    y = np.sin(X @ [1.0, -0.5, 0.3]) + 0.1 * rng.normal(size=150)
+    problem = from_module(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)), X, y, noise_std=0.3)
+    w_star, _ = find_minimum(problem)
+    return problem, w_star, wr_theory(problem, w_star, LR, BATCH)
+
+
+@pytest.fixture(scope="module")
+def block_problem():
+    """Quadratic potentials ``U_i = (N/2)(w - x_i)^T A (w - x_i)`` with block-diagonal ``A`` and data
+    whose sample covariance is exactly block-diagonal (blocks of 3 and 5 parameters): H = N A and
+    S = N^2 A Cov(x) A are block-diagonal, and the stiff block (A's eigenvalues 10-30 against 1-3)
+    is the top-3 Hessian eigenspace. Within each block A and Cov(x) do not commute (out of
+    equilibrium), so the blocks produce entropy independently: the total rate is their sum."""
+    rng = np.random.default_rng(7)
+    n = 60
+
+    def spd(eigenvalues):
+        q, _ = np.linalg.qr(rng.normal(size=(len(eigenvalues), len(eigenvalues))))
+        return (q * eigenvalues) @ q.T
+
+    A = np.zeros((8, 8))
+    A[:3, :3], A[3:, 3:] = spd([10.0, 20.0, 30.0]), spd([1.0, 1.5, 2.0, 2.5, 3.0])
+    xa = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 3))
+    xb = rng.normal(size=(n, 5)) @ rng.normal(size=(5, 5))
+    xa, xb = xa - xa.mean(0), xb - xb.mean(0)
+    xb -= xa @ np.linalg.lstsq(xa, xb, rcond=None)[0]  # centred blocks orthogonal: Cov(x) block-diagonal
+    x = np.hstack([xa, xb]) + rng.normal(size=8)
+    A_t = torch.tensor(A)
+
+    def potential(w, xb_):
+        d = w - xb_
+        return 0.5 * n * ((d @ A_t) * d).sum(-1)
+
+    return Problem(potential, (torch.tensor(x),), 8), x.mean(0), A * n
+
+
+# --------------------------------------------------------------------------- operators
+
+
+@pytest.mark.parametrize("mode", CACHE_MODES)
+def test_operators_are_the_dense_matrices(mlp, mode):
+    problem, _, _ = mlp
+    w = problem.initial_params()  # a generic point (not a minimum)
+    H, S = problem.hessian(w).numpy(), gradient_covariance(problem, w)
+    V = np.random.default_rng(1).normal(size=(problem.dim, 4))
+    for op, M in ((hessian_operator(problem, w, chunk_size=64), H),
+                  (covariance_operator(problem, w, chunk_size=64, cache_bytes=CACHE_MODES[mode]), S)):
+        assert relative(op @ V[:, 0], M @ V[:, 0]) < 1e-13
+        assert relative(op.matmat(V), M @ V) < 1e-13
+        assert relative(dense_matrix(op, block=7), M) < 1e-13
+
+
+@pytest.mark.parametrize("mode", CACHE_MODES)
+def test_top_eigenpairs_are_those_of_eigh(mlp, mode):
+    problem, _, _ = mlp
+    w = problem.initial_params()
+    H, S = problem.hessian(w).numpy(), gradient_covariance(problem, w)
+    for op, M in ((hessian_operator(problem, w), H),
+                  (covariance_operator(problem, w, cache_bytes=CACHE_MODES[mode]), S)):
+        lam, V = top_eigenpairs(op, 5)  # Lanczos (2k + 1 < p)
+        lam_dense, V_dense = np.linalg.eigh(M)
+        np.testing.assert_allclose(lam, lam_dense[::-1][:5], rtol=1e-12, atol=1e-12 * lam_dense[-1])
+        overlap = np.abs(V.T @ V_dense[:, ::-1][:, :5])  # eigenvectors up to sign
+        np.testing.assert_allclose(overlap, np.eye(5), atol=1e-8)
+        np.testing.assert_allclose(V.T @ V, np.eye(5), atol=1e-12)
+
+
+def test_top_eigenpairs_dense_fallback_and_checks(mlp):
+    problem, w_star, _ = mlp
+    op = hessian_operator(problem, w_star)
+    lam, V = top_eigenpairs(op, problem.dim)  # 2k + 1 >= p: formed and diagonalised
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(problem.hessian(torch.tensor(w_star)).numpy())[::-1],
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="k = 0 is out of range"):
+        top_eigenpairs(op, 0)
+
+
+def test_subspace_gradient_covariance(mlp):
+    problem, w_star, full = mlp
+    V = top_eigenpairs(hessian_operator(problem, w_star), 6)[1]
+    for cache_bytes in CACHE_MODES.values():
+        S_k = subspace_gradient_covariance(problem, w_star, V, chunk_size=40, cache_bytes=cache_bytes)
+        assert relative(S_k, V.T @ full.S @ V) < 1e-12
+
+
+# --------------------------------------------------------------------------- restricted theory
+
+
+def test_k_equals_p_is_the_dense_theory(mlp):
+    problem, w_star, full = mlp
+    top = topk_theory(problem, w_star, LR, BATCH, problem.dim)
+    for name in ("Sigma", "Q", "D", "H"):
+        assert relative(top.lift(getattr(top.state, name)), getattr(full.state, name)) < 1e-9, name
+    np.testing.assert_allclose(top.lift(np.eye(problem.dim)), np.eye(problem.dim), atol=1e-12)
+    np.testing.assert_allclose(top.ep_rate, full.ep_rate, rtol=1e-9)
+    np.testing.assert_allclose(top.commutator_ratio, full.commutator_ratio, rtol=1e-9)
+    np.testing.assert_allclose(top.lr_hmax, full.lr_hmax, rtol=1e-12)
+    np.testing.assert_allclose(top.project(w_star), top.state.mean)
+
+
+def test_subspace_quantities_are_blocks_of_the_dense_ones(mlp):
+    # The top-k Hessian eigenspace is invariant under H, so Sigma_k = V^T Sigma V and
+    # Q_k = V^T Q V exactly; the projected process is a coarse-graining of the full one, so its
+    # entropy production grows with k towards the full rate.
+    problem, w_star, full = mlp
+    rates = []
+    for k in (2, 5, 9, 12):
+        top = topk_theory(problem, w_star, LR, BATCH, k)
+        V = top.basis
+        assert relative(top.state.Sigma, V.T @ full.Sigma @ V) < 1e-9
+        assert relative(top.state.Q, V.T @ full.Q @ V) < 1e-9
+        assert relative(top.state.D, V.T @ full.D @ V) < 1e-12
+        rates.append(top.ep_rate)
+    assert 0 < rates[0] and np.all(np.diff(rates) > 0) and rates[-1] < full.ep_rate
+
+
+def test_cached_and_recomputed_gradients_agree(mlp):
+    problem, w_star, _ = mlp
+    a = topk_theory(problem, w_star, LR, BATCH, 4, cache_bytes=CACHE_MODES["cached"])
+    b = topk_theory(problem, w_star, LR, BATCH, 4, cache_bytes=CACHE_MODES["jvp"], chunk_size=32)
+    assert relative(a.state.Sigma, b.state.Sigma) < 1e-12
+    np.testing.assert_allclose(a.ep_rate, b.ep_rate, rtol=1e-10)
+
+
+def test_invariant_subspace_gives_the_dense_block(block_problem):
+    problem, w_star, H = block_problem
+    full = wr_theory(problem, w_star, 1e-4, BATCH)
+    assert relative(full.H, H) < 1e-12
+    block = [stationary_state(full.H[s, s], full.D[s, s], 1e-4, w_star[s]) for s in (slice(0, 3), slice(3, 8))]
+    np.testing.assert_allclose(full.ep_rate, block[0].ep_rate + block[1].ep_rate, rtol=1e-9)
+    top = topk_theory(problem, w_star, 1e-4, BATCH, 3)  # Lanczos (2k + 1 < p = 8)
+    np.testing.assert_allclose(top.basis @ top.basis.T, np.diag([1.0] * 3 + [0.0] * 5), atol=1e-12)
+    np.testing.assert_allclose(top.ep_rate, block[0].ep_rate, rtol=1e-9)
+    assert block[0].ep_rate > 0.1 * full.ep_rate  # the block carries a real part of the current
+    for name in ("Sigma", "Q", "D"):
+        assert relative(top.lift(getattr(top.state, name))[:3, :3], getattr(block[0], name)) < 1e-9, name
+
+
+def test_bad_input_is_named(mlp):
+    problem, w_star, _ = mlp
+    with pytest.raises(ValueError, match="not a minimum"):
+        topk_theory(problem, problem.initial_params(), LR, BATCH, problem.dim)
+    with pytest.raises(ValueError, match="out of range"):
+        topk_theory(problem, w_star, LR, BATCH, problem.dim + 1)
+    with pytest.raises(ValueError, match="unknown scheme"):
+        topk_theory(problem, w_star, LR, BATCH, 3, scheme="wor")
+    with pytest.raises(ValueError, match="basis must have shape"):
+        subspace_gradient_covariance(problem, w_star, np.eye(3))
+    top = topk_theory(problem, w_star, LR, BATCH, 3)
+    off = w_star + 10 * np.sqrt(top.state.Sigma[0, 0]) * top.basis[:, 0]  # 10 standard deviations away
+    with pytest.raises(ValueError, match="not at a minimum"):
+        topk_theory(problem, off, LR, BATCH, 3)
