@@ -31,7 +31,7 @@ from sgworld.thermo.trajectory import (
     window_sums,
 )
 
-from conftest import Z_TOL, assert_within_se
+from conftest import assert_within_se
 
 R, THETA = 0.5, 0.05
 F = R * np.array([[np.cos(THETA), -np.sin(THETA)], [np.sin(THETA), np.cos(THETA)]])

@@ -154,6 +154,13 @@ def integral_fluctuation_theorem(delta_s, *, n_boot: int = 1000, level: float = 
     n_boot, level = _check_bootstrap(n_boot, level)
     x = _windows(delta_s, resample)
     per_unit = np.stack([np.expm1(-x).sum(1), x.sum(1), np.full(x.shape[0], float(x.shape[1]))], axis=1)
+    return ift_from_unit_sums(per_unit, n_windows=x.size, resample=resample, n_boot=n_boot, level=level, seed=seed)
+
+
+def ift_from_unit_sums(per_unit: np.ndarray, *, n_windows: int, resample: str, n_boot: int, level: float,
+                       seed) -> IFTResult:
+    """The IFT estimate and its bootstrap intervals from per-unit sums ``(sum expm1(-ds), sum ds, count)``
+    (one row per chain or block; units are resampled whole)."""
     mean_exp, ratio, mean_s = _ift_statistics(per_unit.sum(0))
     if n_boot:
         boot_exp, boot_ratio, _ = _ift_statistics(bootstrap_sums(per_unit, n_boot, make_rng(seed)))
@@ -162,8 +169,8 @@ def integral_fluctuation_theorem(delta_s, *, n_boot: int = 1000, level: float = 
     exp_ci, exp_se = _interval(boot_exp, level)
     ratio_ci, ratio_se = _interval(boot_ratio, level)
     return IFTResult(mean_exp=float(mean_exp), mean_exp_ci=exp_ci, mean_exp_stderr=exp_se, ratio=float(ratio),
-                     ratio_ci=ratio_ci, ratio_stderr=ratio_se, mean_delta_s=float(mean_s), n_windows=x.size,
-                     n_units=x.shape[0], resample=resample, level=level, n_boot=n_boot)
+                     ratio_ci=ratio_ci, ratio_stderr=ratio_se, mean_delta_s=float(mean_s), n_windows=n_windows,
+                     n_units=per_unit.shape[0], resample=resample, level=level, n_boot=n_boot)
 
 
 # --------------------------------------------------------------------------- detailed FT

@@ -55,7 +55,7 @@ from .fluctuation import (
     DFTResult,
     IFTResult,
     _check_bootstrap,
-    _ift_statistics,
+    ift_from_unit_sums,
     _interval,
     _slope_through_origin,
     _symmetric_pairs,
@@ -319,17 +319,8 @@ class EntropyProductionStream:
         acc = self._window(k)
         per_unit = self._units(acc.ift_chain, acc.ift_block, acc.ift_block.data.shape[0], resample)
         per_unit = per_unit[per_unit[:, 2] > 0]
-        mean_exp, ratio, mean_s = _ift_statistics(per_unit.sum(0))
-        if n_boot:
-            boot_exp, boot_ratio, _ = _ift_statistics(bootstrap_sums(per_unit, n_boot, make_rng(seed)))
-        else:
-            boot_exp = boot_ratio = np.empty(0)
-        exp_ci, exp_se = _interval(boot_exp, level)
-        ratio_ci, ratio_se = _interval(boot_ratio, level)
-        return IFTResult(mean_exp=float(mean_exp), mean_exp_ci=exp_ci, mean_exp_stderr=exp_se, ratio=float(ratio),
-                         ratio_ci=ratio_ci, ratio_stderr=ratio_se, mean_delta_s=float(mean_s),
-                         n_windows=acc.count * self.chains, n_units=per_unit.shape[0], resample=resample,
-                         level=level, n_boot=n_boot)
+        return ift_from_unit_sums(per_unit, n_windows=acc.count * self.chains, resample=resample, n_boot=n_boot,
+                                  level=level, seed=seed)
 
     def detailed_ft(self, k: int, *, min_count: int = 25, n_boot: int = 500, level: float = 0.95, seed=0,
                     resample: Resample = "chains") -> DFTResult:
