@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from torch.func import grad, hessian, vmap
+from torch.func import grad, jvp, vmap
 
 from .._checks import check_finite
 
@@ -119,12 +119,24 @@ class Problem:
         per = vmap(grad(one), in_dims=(None,) + (0,) * len(self.data), chunk_size=chunk_size)
         return per(w, *self.data)
 
-    def hessian(self, w: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
-        """Hessian of the full loss ``L`` at w (p,), shape (p, p), accumulated over data chunks."""
-        total = torch.zeros(self.dim, self.dim, dtype=w.dtype)
+    def hessian(self, w: torch.Tensor, chunk_size: int = 4096, block: int = 64) -> torch.Tensor:
+        """Hessian of the full loss ``L`` at w (p,), shape (p, p), accumulated over data chunks.
+
+        Built from Hessian-vector products (forward-over-reverse), ``block`` rows at a time: the working
+        memory is that of ``block`` gradient evaluations of a data chunk, not ``p`` of them, so networks
+        with thousands of parameters fit (the result itself is p x p).
+        """
+        p = self.dim
+        total = torch.zeros(p, p, dtype=w.dtype)
         for start in range(0, self.n, chunk_size):
             batch = tuple(d[start:start + chunk_size] for d in self.data)
-            total += hessian(lambda w_: self.potential_fn(w_, *batch).sum())(w)
+            gradient = grad(lambda w_: self.potential_fn(w_, *batch).sum())
+            hvp = vmap(lambda v: jvp(gradient, (w,), (v,))[1])
+            for row in range(0, p, block):
+                rows = min(block, p - row)
+                basis = torch.zeros(rows, p, dtype=w.dtype)
+                basis[torch.arange(rows), torch.arange(row, row + rows)] = 1.0
+                total[row:row + rows] += hvp(basis)
         return total / self.n
 
     def __repr__(self) -> str:
