@@ -83,8 +83,9 @@ def _symmetrised(M: np.ndarray, name: str) -> np.ndarray:
     return 0.5 * (M + M.T)
 
 
-def _check_minimum(H: np.ndarray) -> None:
-    lam = np.linalg.eigvalsh(H)
+def _check_minimum(H: np.ndarray, lam: np.ndarray | None = None) -> None:
+    """ValueError unless ``H`` (eigenvalues ``lam``, ascending, if already known) is positive definite."""
+    lam = np.linalg.eigvalsh(H) if lam is None else lam
     if lam[0] < 0:
         raise ValueError(f"the point is not a minimum: Hessian has eigenvalue {lam[0]:.6g} < 0; "
                          "run Newton / more SGD first")
@@ -94,10 +95,10 @@ def _check_minimum(H: np.ndarray) -> None:
                          "(weight decay) or restrict to the non-flat subspace")
 
 
-def _check_stable(A: np.ndarray, discrete: bool) -> None:
+def _check_stable(A: np.ndarray, discrete: bool, lam: np.ndarray | None = None) -> None:
     """``A = lr * scale * H``: the drift per step must contract (continuous: Re eig > 0; discrete:
-    spectral radius of ``I - A`` below 1)."""
-    lam = np.linalg.eigvals(A)
+    spectral radius of ``I - A`` below 1). ``lam``: A's eigenvalues, if already known."""
+    lam = np.linalg.eigvals(A) if lam is None else lam
     if discrete:
         radius = np.max(np.abs(1.0 - lam))
         if radius >= 1.0:
@@ -176,8 +177,23 @@ def solve_lyapunov(H, D, lr: float, *, scale: float = 1.0, symmetric: bool = Tru
     lr = check_positive("lr", lr)
     scale = check_positive("scale", scale)
     if symmetric:
+        # A symmetric H decouples the equation in its eigenbasis H = V diag(h) V^T: with
+        # a = lr*scale*h and R = V^T (2D) V, (a_i + a_j) S_ij = R_ij, or, discrete,
+        # (1 - (1 - a_i)(1 - a_j)) S_ij = (a_i + a_j - a_i a_j) S_ij = R_ij (no 1 - a formed, so a
+        # tiny lr keeps its digits), and Sigma = V S V^T. One eigh (plus four matrix products)
+        # replaces the nonsymmetric eigenvalues of the stability check and the Schur-based solver.
         H = _symmetrised(H, "H")
-        _check_minimum(H)
+        h, V = np.linalg.eigh(H)
+        _check_minimum(H, h)
+        a = (lr * scale) * h
+        _check_stable(None, discrete, a)
+        denom = a[:, None] + a[None, :]
+        if discrete:
+            denom -= a[:, None] * a[None, :]
+        Sigma = V @ ((V.T @ (2.0 * D) @ V) / denom) @ V.T
+        if not np.all(np.isfinite(Sigma)):
+            raise ValueError("the Lyapunov solution is not finite; H is probably numerically singular")
+        return 0.5 * (Sigma + Sigma.T)
     A = (lr * scale) * H
     _check_stable(A, discrete)
     rhs = 2.0 * D
@@ -214,8 +230,7 @@ def circulation(H, Sigma, lr: float, *, scale: float = 1.0) -> np.ndarray:
     Sigma = _square(Sigma, "Sigma", H.shape[0])
     factor = 0.5 * check_positive("lr", lr) * check_positive("scale", scale)
     HS = H @ Sigma
-    SHt = Sigma @ H.T
-    Q = factor * (HS - SHt)
+    Q = factor * (HS - HS.T)  # Sigma H^T = (H Sigma)^T for a symmetric Sigma: one product, not two
     return 0.5 * (Q - Q.T)  # exact antisymmetry (round-off otherwise breaks it at ~1e-16)
 
 
@@ -305,7 +320,7 @@ def entropy_production_rate(Q, D, Sigma, *, rcond: float | None = None) -> float
     Dinv = inverse_diffusion(_square(D, "D", p), rcond)
     L = _cholesky(_square(Sigma, "Sigma", p), "Sigma")
     QL = np.linalg.solve(L, Q.T).T  # Q L^{-T} (scipy's solve_triangular has ms of overhead per call)
-    return float(np.einsum("ij,ik,kj->", QL, Dinv, QL))  # tr(L^{-1} Q^T D^{-1} Q L^{-T})
+    return float(np.vdot(QL, Dinv @ QL))  # tr(L^{-1} Q^T D^{-1} Q L^{-T}); a 3-operand einsum would loop in C, O(p^3) without BLAS
 
 
 def commutator_ratio(H, D) -> float:
@@ -316,7 +331,8 @@ def commutator_ratio(H, D) -> float:
     denom = np.linalg.norm(HD)
     if denom == 0:
         raise ValueError("H D is zero (no curvature or no noise): the commutator ratio is undefined")
-    return float(np.linalg.norm(HD - D @ H) / denom)
+    symmetric = np.array_equal(H, H.T) and np.array_equal(D, D.T)
+    return float(np.linalg.norm(HD - (HD.T if symmetric else D @ H)) / denom)  # D H = (H D)^T if both symmetric
 
 
 # --------------------------------------------------------------------------- bundled state
