@@ -21,9 +21,9 @@ is the median of {repeats} calls of about 0.15 s after a warm-up call (JAX's com
 separately). Unit: chain-steps per second (K chains x steps / wall time), higher is better.
 Ratios are sgworld / peer. Load averages (1, 5, 15 min) are from `/proc/loadavg` next to each row.
 
-**These figures were taken on a shared, loaded machine** (load averages of 4-6 on 2 cores while
-other test suites ran): absolute rates are several times below a quiet machine's, and the ratios
-are the meaningful part. The final table is to be re-run with `make bench` on a quiet machine.
+**These figures were taken on a shared machine** (load averages of 2-4 on 2 cores, recorded per
+row): absolute rates are below a quiet machine's, and the ratios, taken in alternation under the
+same load, are the meaningful part. W3 in float64 is not in this table.
 
 ## Machine
 
