@@ -7,9 +7,8 @@ would exhaust the machine fails with an allocation error instead:
 * ``dense``  — :func:`sgworld.theory.point.wr_theory` (Hessian, per-sample gradient covariance S,
   Lyapunov, circulation, entropy production and its checks) on an MLP with p = 1,000 / 5,000 /
   10,000 parameters, with the time and peak RSS of every function it calls, and a cProfile of
-  where the time goes. Above p = 2,000 ``problem.hessian`` (``torch.func.hessian`` per data chunk)
-  is first run alone (it exceeds the cap at p = 5,000), then wr_theory runs with the Hessian from
-  blocks of Hessian-vector products (``--hessian hvp``: :func:`sgworld.theory.topk.dense_matrix`);
+  where the time goes (``--hessian-only`` times ``problem.hessian`` alone; ``--hessian hvp`` takes
+  the Hessian from :func:`sgworld.theory.topk.dense_matrix` instead, for comparison);
 * ``topk``   — :func:`sgworld.theory.topk.topk_theory` and the top-k eigenpairs of S at p = 10,000
   and 100,000 (k = 20..50), counting Hessian- and covariance-vector products;
 * ``stream`` — :class:`sgworld.thermo.streaming.EntropyProductionStream` over 10^8 steps of a 2-D
@@ -259,7 +258,8 @@ def child_topk(args) -> dict:
     theory = topk.topk_theory(problem, w.numpy(), lr, 32, args.k, cache_bytes=args.cache_gib * GIB)
     total = time.perf_counter() - start
     out.update(lr=lr, topk_theory_s=round(total, 1), ep_rate=theory.ep_rate, lr_hmax=theory.lr_hmax,
-               commutator_ratio=theory.commutator_ratio, top_hessian_eigenvalues=theory.hessian_eigenvalues[:5].tolist(),
+               commutator_ratio=theory.commutator_ratio,
+               top_hessian_eigenvalues=theory.hessian_eigenvalues[:5].tolist(),
                peak_rss_after_theory_gib=round(peak_rss_gib(), 2))
     start = time.perf_counter()
     op = topk.covariance_operator(problem, w, cache_bytes=args.cache_gib * GIB)
@@ -341,7 +341,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--src", default=None, help="source tree (src/ of a checkout) for the children")
     ap.add_argument("--json", default=None, help="append every record to this JSON-lines file")
-    ap.add_argument("--dense-sizes", default="1000:2000,5000:6000", help="p:N,... for the dense part")
+    ap.add_argument("--dense-sizes", default="1000:2000,5000:6000,10000:12000", help="p:N,... for the dense part")
     ap.add_argument("--topk-sizes", default="10000:12000:20,10000:12000:50,100000:5000:20", help="p:N:k,...")
     ap.add_argument("--child", choices=("dense", "topk", "stream"), help=argparse.SUPPRESS)
     ap.add_argument("--p", type=int, default=1000)
@@ -374,11 +374,7 @@ def main(argv=None):
     if "dense" in parts:
         for size in ("1000:2000" if args.quick else args.dense_sizes).split(","):
             p, n = size.split(":")
-            if int(p) <= 2000:
-                jobs.append(["--child", "dense", "--p", p, "--n", n])
-            else:  # torch.func.hessian alone (it exceeds the memory cap), then the rest with the blocked Hessian
-                jobs.append(["--child", "dense", "--p", p, "--n", n, "--hessian-only"])
-                jobs.append(["--child", "dense", "--p", p, "--n", n, "--hessian", "hvp"])
+            jobs.append(["--child", "dense", "--p", p, "--n", n])
     if "topk" in parts:
         for size in ("1000:2000:10" if args.quick else args.topk_sizes).split(","):
             p, n, k = size.split(":")

@@ -326,11 +326,20 @@ def detailed_fluctuation_theorem(delta_s, *, bins: int = 20, max_abs: float | No
         centers = np.where(pair_counts > 0, (abs_sum[bins:] + abs_sum[bins - 1::-1]) / pair_counts,
                            0.5 * (edges[bins:-1] + edges[bins + 1:]))
 
+    return dft_from_counts(counts, centers, edges, boot, bins=bins, min_count=min_count, level=level,
+                           n_windows=x.size, n_units=units, resample=resample, n_boot=n_boot,
+                           advice="use more windows, shorter windows (so that Delta s is negative more often), "
+                                  "fewer bins, or a smaller max_abs")
+
+
+def dft_from_counts(counts, centers, edges, boot, *, bins: int, min_count: int, level: float, n_windows: int,
+                    n_units: int, resample: str, n_boot: int, advice: str) -> DFTResult:
+    """The DFT slope through the origin and its bootstrap interval from histogram ``counts`` over
+    ``2 * bins`` bins (``boot``: the bootstrap replicates' counts, or None)."""
     used, log_ratio, totals = _symmetric_pairs(counts, centers, bins, min_count)
     if not used.any():
         raise ValueError(f"no symmetric pair of bins has enough windows (>= {min_count} expected on the "
-                         "negative side); use more windows, shorter windows (so that Delta s is negative more "
-                         "often), fewer bins, or a smaller max_abs")
+                         f"negative side); {advice}")
     slope = float(_slope_through_origin(centers, used, log_ratio, totals))
     if boot is not None:
         boot_slopes = _slope_through_origin(centers, *_symmetric_pairs(boot[:, :-1], centers, bins, min_count))
@@ -340,7 +349,7 @@ def detailed_fluctuation_theorem(delta_s, *, bins: int = 20, max_abs: float | No
     log_ratio_stderr = np.sqrt(1.0 / (counts[bins:] + 0.5) + 1.0 / (counts[bins - 1::-1] + 0.5))
     return DFTResult(slope=slope, slope_ci=ci, slope_stderr=se, edges=edges, counts=counts, centers=centers,
                      log_ratio=np.where(used, log_ratio, np.nan), log_ratio_stderr=log_ratio_stderr, used=used,
-                     n_windows=x.size, n_units=units, resample=resample, level=level, n_boot=n_boot,
+                     n_windows=n_windows, n_units=n_units, resample=resample, level=level, n_boot=n_boot,
                      min_count=min_count)
 
 

@@ -55,10 +55,8 @@ from .fluctuation import (
     DFTResult,
     IFTResult,
     _check_bootstrap,
+    dft_from_counts,
     ift_from_unit_sums,
-    _interval,
-    _slope_through_origin,
-    _symmetric_pairs,
 )
 from .trajectory import Estimate, as_path, bootstrap_sums, entropy_production_steps, make_rng, window_sums
 
@@ -309,7 +307,8 @@ class EntropyProductionStream:
 
     def integral_ft(self, k: int, *, n_boot: int = 1000, level: float = 0.95, seed=0,
                     resample: Resample = "chains") -> IFTResult:
-        r"""Integral FT for windows of ``k`` steps, as :func:`sgworld.thermo.fluctuation.integral_fluctuation_theorem`.
+        r"""Integral FT for windows of ``k`` steps (as
+        :func:`sgworld.thermo.fluctuation.integral_fluctuation_theorem`).
 
         ``resample="chains"`` gives that function's result on ``window_sums(sigma, k)`` of the whole
         path (same seed, same intervals); ``"blocks"`` bootstraps blocks instead of chains.
@@ -324,7 +323,8 @@ class EntropyProductionStream:
 
     def detailed_ft(self, k: int, *, min_count: int = 25, n_boot: int = 500, level: float = 0.95, seed=0,
                     resample: Resample = "chains") -> DFTResult:
-        r"""Detailed FT slope for windows of ``k`` steps, as :func:`sgworld.thermo.fluctuation.detailed_fluctuation_theorem`.
+        r"""Detailed FT slope for windows of ``k`` steps (as
+        :func:`sgworld.thermo.fluctuation.detailed_fluctuation_theorem`).
 
         With ``resample="chains"`` and the same ``bins``, ``max_abs``, ``min_count`` and seed, the result
         equals that function's on ``window_sums(sigma, k)`` of the whole path; ``"blocks"``
@@ -348,22 +348,10 @@ class EntropyProductionStream:
         with np.errstate(divide="ignore", invalid="ignore"):
             centers = np.where(pair_counts > 0, (abs_sum[bins:] + abs_sum[bins - 1::-1]) / pair_counts,
                                0.5 * (edges[bins:-1] + edges[bins + 1:]))
-        used, log_ratio, totals = _symmetric_pairs(counts, centers, bins, min_count)
-        if not used.any():
-            raise ValueError(f"no symmetric pair of bins has enough windows (>= {min_count} expected on the "
-                             "negative side); feed more steps, use shorter windows, fewer bins or a smaller max_abs")
-        slope = float(_slope_through_origin(centers, used, log_ratio, totals))
-        if boot is not None:
-            boot_slopes = _slope_through_origin(centers, *_symmetric_pairs(boot[:, :-1], centers, bins, min_count))
-        else:
-            boot_slopes = np.empty(0)
-        ci, se = _interval(boot_slopes, level)
-        log_ratio_stderr = np.sqrt(1.0 / (counts[bins:] + 0.5) + 1.0 / (counts[bins - 1::-1] + 0.5))
-        return DFTResult(slope=slope, slope_ci=ci, slope_stderr=se, edges=edges.copy(), counts=counts.copy(),
-                         centers=centers, log_ratio=np.where(used, log_ratio, np.nan),
-                         log_ratio_stderr=log_ratio_stderr, used=used, n_windows=acc.count * self.chains,
-                         n_units=per_unit.shape[0], resample=resample, level=level, n_boot=n_boot,
-                         min_count=min_count)
+        return dft_from_counts(counts.copy(), centers, edges.copy(), boot, bins=bins, min_count=min_count, level=level,
+                               n_windows=acc.count * self.chains, n_units=per_unit.shape[0], resample=resample,
+                               n_boot=n_boot, advice="feed more steps, use shorter windows, fewer bins or a "
+                                                     "smaller max_abs")
 
 
 # --------------------------------------------------------------------------- simulation
