@@ -14,7 +14,6 @@ import torch
 import sgworld.run
 from sgworld import CheckpointError, Trace, TraceFileError, sample
 from sgworld.checkpoint import CURRENT, PREVIOUS, load_checkpoint
-from sgworld.problems import BayesianLinearRegression
 
 PROBLEM = textwrap.dedent("""
     import torch
@@ -45,17 +44,22 @@ def run_and_kill(out, kwargs) -> int:
         from sgworld import sample
         sample(problem, out={str(out)!r}, checkpoint_every=0.0, progress=False, **{kwargs!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 120
+    kill_when([sys.executable, "-c", script], lambda: (out / PREVIOUS).exists(), timeout=120)
+    return load_checkpoint(out)["step"]
+
+
+def kill_when(cmd, ready, timeout: float) -> None:
+    """Run ``cmd`` in a subprocess and SIGKILL it as soon as ``ready()`` holds (it must not end first)."""
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + timeout
     try:
-        while not (out / PREVIOUS).exists():
+        while not ready():
             assert proc.poll() is None, "the run ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            assert time.monotonic() < deadline, f"not ready within {timeout} s"
             time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    return load_checkpoint(out)["step"]
 
 
 @pytest.mark.parametrize("name", list(RUNS))
@@ -154,17 +158,9 @@ def test_cli_study_killed_and_resumed_equals_uninterrupted(tmp_path):
     out, reference = tmp_path / "killed", tmp_path / "reference"
     cmd = [sys.executable, "-m", "sgworld", "run", "posterior", "--quick", "-q", "--checkpoint-every", "0.01",
            "--set", "num_lrs=2", "--set", "methods=sgld,sgworld", "--set", "wor_permutations=200"]
-    proc = subprocess.Popen(cmd + ["--out", str(out)])
-    deadline = time.monotonic() + 300
-    try:
-        while len(list((out / "checkpoints").glob("*/checkpoint.prev.pt"))) < 1 or \
-                len(list((out / "checkpoints").glob("*"))) < 3:
-            assert proc.poll() is None, "the study ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(cmd + ["--out", str(out)], timeout=300,
+              ready=lambda: len(list((out / "checkpoints").glob("*"))) >= 3
+              and any((out / "checkpoints").glob("*/checkpoint.prev.pt")))
     assert not (out / "metrics.json").exists()
     again = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and "sgworld resume" in again.stderr   # refuses to overwrite silently
