@@ -4,7 +4,6 @@ value and the fix, through the Python API, the command line and files on disk.""
 import gzip
 import math
 
-import numpy as np
 import pytest
 import torch
 
