@@ -190,7 +190,7 @@ def child_dense(args) -> dict:
     import sgworld.theory.stationary as stationary
     from sgworld.theory.topk import dense_matrix, hessian_operator
 
-    problem, w, info = trained_problem(args.p, args.n, args.seed, args.train_iterations, args.prior_std)
+    problem, w, info = trained_problem(args.p, args.n, args.seed, args.train_iterations, args.prior_std, args.anchor)
     out = {"part": "dense", **info, "hessian": args.hessian, "setup_peak_rss_gib": round(peak_rss_gib(), 2)}
     if args.hessian == "hvp":  # the proposed Hessian: blocks of Hessian-vector products
         problem.hessian = lambda w_, chunk_size=4096: torch.as_tensor(
@@ -233,7 +233,7 @@ def child_topk(args) -> dict:
     """topk_theory and the top-k eigenpairs of S, with product counts."""
     import sgworld.theory.topk as topk
 
-    problem, w, info = trained_problem(args.p, args.n, args.seed, args.train_iterations, args.prior_std)
+    problem, w, info = trained_problem(args.p, args.n, args.seed, args.train_iterations, args.prior_std, args.anchor)
     out = {"part": "topk", **info, "k": args.k, "setup_peak_rss_gib": round(peak_rss_gib(), 2)}
     lr = step_size(problem, w, out)
     stages = Stages()
@@ -354,6 +354,7 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=16, help="Hessian columns per block (--hessian hvp)")
     ap.add_argument("--train-iterations", type=int, default=1000, help="L-BFGS iterations for the weights")
     ap.add_argument("--prior-std", type=float, default=0.3, help="Gaussian prior std of the weights")
+    ap.add_argument("--anchor", type=float, default=1.0, help="precision of the |w - w0|^2 / 2 anchor")
     ap.add_argument("--cache-gib", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=10**8)
     ap.add_argument("--chunk", type=int, default=10**6)
@@ -362,6 +363,8 @@ def main(argv=None):
     if args.child:
         cap = int(args.memory_cap * GIB)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy / torch load
+            os.environ[var] = str(args.threads)
         import torch
 
         torch.set_num_threads(args.threads)

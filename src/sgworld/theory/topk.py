@@ -30,10 +30,14 @@ the one Lyapunov solver) is exactly the top-k block of the full stationary covar
 entropy-production rate ``-tr(Q_k D_k^{-1} Q_k Sigma_k^{-1})`` is that of the projected process
 ``z`` (the marginal of the full one): a coarse-graining, so it is at most the full rate, does not
 decrease with k, and equals it at ``k = p``; it equals the full rate whenever the subspace is also
-invariant under ``D`` (then the process splits into independent parts). The stiff directions carry
-the probability currents of SGD (``Q`` is driven by ``[H, D]``), which is why this subspace is the
-natural one. Trajectories project with ``z = w @ V`` (:meth:`TopKTheory.project`), so
-:func:`sgworld.thermo.trajectory.entropy_production_steps` applies to them directly.
+invariant under ``D`` (then the process splits into independent parts). Any H-invariant subspace
+gives such a closed projected process; the top-k one is what Lanczos delivers cheaply, and it holds
+the stiffest modes (largest ``lr h``). It need not hold most of the entropy production: the full
+rate weighs the currents by ``D^{-1}`` and ``Sigma^{-1}``, so when the gradient noise spans many
+decades it is dominated by soft, low-noise directions (on the MLPs of ``benchmarks/ANALYSIS.md``
+k = 20-200 carried 0.06-4% of it). Trajectories project with ``z = w @ V``
+(:meth:`TopKTheory.project`), so :func:`sgworld.thermo.trajectory.entropy_production_steps`
+applies to them directly.
 
 Reference: S. Adhikari, A. Kabakçıoğlu, A. Strang, D. Yuret, M. Hinczewski, "Machine learning in
 and out of equilibrium", arXiv:2306.03521.
@@ -257,7 +261,7 @@ class TopKTheory:
     commutator_ratio : float      ``|[Lambda, D_k]|_F / |Lambda D_k|_F`` (0 iff the projected
                                   process is in equilibrium)
     ep_rate : float               entropy production per step of the projected process
-                                  (at most the full rate; equal at k = p)
+                                  (a lower bound on the full rate; equal at k = p)
     lr_hmax : float               ``lr h_max`` (exact: h_max is the first eigenvalue)
     """
 
