@@ -21,6 +21,10 @@ class SamplerState(NamedTuple):
 
 class StepInfo(NamedTuple):
     accepted: torch.Tensor | None = None  # (K,) bool, Metropolis kernels only
+    grad_evals: torch.Tensor | None = None  # (K,) int64: full-batch gradients each chain spent on this step
+    transitions: torch.Tensor | None = None  # (K, n) int64: transitions of each kind made on this step
+    transition_names: tuple[str, ...] | None = None  # the n kinds, e.g. ("F", "L", "L^2") for look-ahead HMC
+    weight: torch.Tensor | None = None  # (K,) holding-time weight of the new state (embedded jump chains)
 
 
 @dataclass(frozen=True)
