@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import sgworld.run
-from sgworld import DivergenceError, sample
+from sgworld import DivergenceError, Problem, sample
 from sgworld.samplers import sgld, sgworld as sgworld_kernel
 from sgworld.samplers.base import langevin_update
 from sgworld.theory.exact import stepwise_stationary_moments
 
-from conftest import Z_TOL, chain_moments
+from conftest import Z_TOL, chain_moments, shifted_seed
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def eager_compile(monkeypatch):
 @pytest.mark.parametrize("make", [sgld, sgworld_kernel])
 def test_block_equals_steps_with_the_same_noise(blr_problem, make):
     kernel = make(blr_problem, 1e-2, 1.0)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(shifted_seed(0))
     position = torch.randn(3, 2, generator=gen, dtype=torch.float64)
     indices = torch.randint(blr_problem.n, (5, 3, 4), generator=gen)
     noise = torch.randn(5, 3, 2, generator=gen, dtype=torch.float64)
@@ -48,7 +48,7 @@ def test_block_path_matches_exact_moments(blr_problem, eager_compile):
     lr = 0.3 / h_max
     exact = stepwise_stationary_moments(A, g, lr, 1.0, 4, scheme="wr")
     trace = sample(blr_problem, "sgld", lr=lr, batch_size=4, chains=1000, num_draws=20, burn_in=400, thin=10,
-                   init=exact.mean, seed=2, progress=False, compile=True)
+                   init=exact.mean, seed=shifted_seed(2), progress=False, compile=True)
     assert trace.meta["compiled_blocks"] == sgworld.run.FUSED_STEPS
     assert trace.steps.tolist() == list(range(410, 601, 10))
     mean, mean_se, cov, cov_se = chain_moments(trace.draws)
@@ -60,14 +60,15 @@ def test_block_path_matches_exact_moments(blr_problem, eager_compile):
 def test_block_path_reports_divergence(blr_problem, eager_compile):
     init = torch.zeros(3, 2, dtype=torch.float64)
     init[2] = 1e3
+    plain = Problem(blr_problem._regression_potential, blr_problem.data, blr_problem.dim)  # knows no h_max
     with pytest.raises(DivergenceError) as err:
-        sample(blr_problem, "sgld", lr=5.0, batch_size=4, chains=3, init=init, num_draws=500, progress=False,
+        sample(plain, "sgld", lr=5.0, batch_size=4, chains=3, init=init, num_draws=500, progress=False,
                compile=True)
     assert 2 in err.value.chains
 
 
 def test_block_path_resumes_bit_for_bit(tmp_path, blr_problem, eager_compile, monkeypatch):
-    kwargs = dict(method="sgworld", lr=1e-3, batch_size=4, chains=4, num_draws=50, thin=20, seed=5,
+    kwargs = dict(method="sgworld", lr=1e-3, batch_size=4, chains=4, num_draws=50, thin=20, seed=shifted_seed(5),
                   progress=False, compile=True)
     reference = sample(blr_problem, **kwargs)
     # interrupt after the first checkpoint: make the divergence check raise once a checkpoint exists
@@ -93,7 +94,7 @@ def test_block_path_resumes_bit_for_bit(tmp_path, blr_problem, eager_compile, mo
 def test_compiled_block_agrees_with_eager(blr_problem):
     h_max = np.linalg.eigvalsh(blr_problem.hessian().numpy())[-1]
     kernel = sgld(blr_problem, 0.3 / h_max, 1.0)
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(shifted_seed(1))
     position = torch.randn(4, 2, generator=gen, dtype=torch.float64)
     indices = torch.randint(blr_problem.n, (sgworld.run.FUSED_STEPS, 4, 4), generator=gen)
     noise = torch.randn(sgworld.run.FUSED_STEPS, 4, 2, generator=gen, dtype=torch.float64)

@@ -33,8 +33,19 @@ _MAX_BLOCK_STEPS = 4096  # a block is kept as a list of per-step views: bound it
 
 
 def noise_factor(scheme: str, n: int, batch_size: int) -> float:
-    """Covariance of a batch mean relative to the population covariance, for one step."""
+    """``f`` of a step-wise scheme: ``Cov[z_B] = f S_z`` for the mean ``z_B`` of b per-sample values,
+    independently every step: ``(N-b)/(b(N-1))`` for ``wr``, ``1/b`` for ``iid``.
+
+    The epoch schemes (``wor``, ``shuffle_once``, ``sequential``) have no such factor: one batch of
+    ``wor`` has wr's marginal covariance, but the batches of an epoch are dependent (their errors sum
+    to zero), so their noise acts per epoch at O(lr^4) (:func:`sgworld.theory.point.wor_epoch_diffusion`),
+    and the fixed orders repeat exactly. Asking for their factor is an error rather than a wrong number.
+    """
     check_choice("scheme", scheme, SCHEMES)
+    if scheme in EPOCH_SCHEMES:
+        raise ValueError(f"scheme {scheme!r} has no per-step noise factor (its batches are dependent within an "
+                         "epoch); use 'wr' or 'iid', or for 'wor' the per-epoch diffusion "
+                         "sgworld.theory.point.wor_epoch_diffusion")
     if scheme == "iid":
         return 1.0 / batch_size
     return (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0

@@ -4,7 +4,10 @@ A checkpoint is a dict of tensors and plain values (sampler state, generator sta
 state, counters) saved with ``torch.save`` to a temporary file, flushed to disk and renamed into
 place; the checkpoint it replaces becomes ``checkpoint.prev.pt``. A process killed at any instant
 therefore leaves at least one complete checkpoint, and a corrupt or truncated newest file falls back
-to the previous one (with a warning in the log).
+to the previous one (with a warning in the log). The free space is checked before a checkpoint is
+written (its size is estimated from the tensors it holds), and a write that runs out of space anyway
+removes its temporary file: either way a :class:`~sgworld.errors.DiskSpaceError` leaves the previous
+checkpoint in place and usable.
 """
 
 from __future__ import annotations
@@ -15,21 +18,56 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from ._disk import free_bytes, is_disk_full, require_space
+from .errors import CheckpointError, DiskSpaceError
 
 log = logging.getLogger(__name__)
 
 CURRENT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 _FORMAT = "sgworld-checkpoint-1"
+_OVERHEAD = 64 << 10  # bytes of a checkpoint besides its tensors (pickled structure, zip records)
+
+
+def checkpoint_size(payload) -> int:
+    """An upper estimate of the bytes ``torch.save`` writes for ``payload``: every distinct tensor storage
+    once (views of one storage share it, as in the file), plus a record per tensor and per value."""
+    storages, records = {}, 0
+
+    def walk(x):
+        nonlocal records
+        records += 1
+        if isinstance(x, torch.Tensor):
+            storage = x.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(payload)
+    return sum(storages.values()) + 128 * records
 
 
 def save_checkpoint(folder: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` as the folder's newest checkpoint (see the module docstring); DiskSpaceError
+    when the disk cannot hold it, with the previous checkpoint left as it was."""
     folder = Path(folder)
     current, tmp = folder / CURRENT, folder / (CURRENT + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"format": _FORMAT, **payload}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    needed = checkpoint_size(payload) + _OVERHEAD
+    require_space(folder, needed, "a checkpoint")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format": _FORMAT, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskSpaceError(folder, needed, free_bytes(folder), "a checkpoint") from None
+        require_space(folder, needed, "a checkpoint")  # torch.save may wrap a full disk's OSError
+        raise
     if current.exists():
         os.replace(current, folder / PREVIOUS)
     os.replace(tmp, current)

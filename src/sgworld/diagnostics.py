@@ -47,13 +47,20 @@ def _autocovariance(x: np.ndarray) -> np.ndarray:
 
 
 def ess(draws: np.ndarray) -> np.ndarray:
-    """Effective sample size per parameter of ``draws`` (chains, draws, p), shape (p,)."""
+    """Effective sample size per parameter of ``draws`` (chains, draws, p), shape (p,).
+
+    NaN for a parameter whose draws are all identical (every chain, every draw): with no variance the
+    autocorrelation, and so the ESS, is undefined (0 / 0) — typically a parameter the sampler never
+    moves (a frozen weight, T = 0 at an exact fixed point). Chains that are each constant but differ
+    from one another get an ESS of about chains / 2 (each contributes one value).
+    """
     x = np.asarray(draws, dtype=float)
     if x.ndim == 2:
         x = x[..., None]
     m, n, _ = x.shape
     if n < 4:
         raise ValueError(f"ESS needs at least 4 draws per chain, got {n}")
+    constant = (x == x[:1, :1]).all(axis=(0, 1))  # (p,)
     acov = _autocovariance(x)  # (m, n, p)
     chain_var = acov[:, 0] * n / (n - 1)
     mean_var = chain_var.mean(0)
@@ -67,7 +74,7 @@ def ess(draws: np.ndarray) -> np.ndarray:
     tau = -1.0 + 2.0 * pairs.sum(0)
     tau = np.maximum(tau, 1.0 / np.log10(m * n))  # ArviZ's upper bound on ESS for antithetic chains
     out = m * n / tau
-    return np.where(np.isfinite(out), out, np.nan)
+    return np.where(np.isfinite(out) & ~constant, out, np.nan)
 
 
 def rhat(draws: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ updates, every few hundred steps at most).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import time
 from contextlib import contextmanager
@@ -22,17 +23,20 @@ from . import __version__
 from ._checks import check_choice, check_int_range
 from .batching import EPOCH_SCHEMES, IndexStream
 from .checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
+from .divergence import LANGEVIN_KERNELS, GrowthMonitor, check_step_size
 from .errors import DivergenceError
 from .problems import Problem
 from .samplers import METHODS, Kernel
-from .trace import Trace, TraceWriter, read_folder_meta
+from .trace import CHECKSUM_KEY, Trace, TraceWriter, read_folder_meta
 
 
 _FINITE_CHECK_EVERY = 8
 _UPDATE_EVERY_MAX = 256          # steps between progress updates, divergence and checkpoint checks
 _CHUNK_BYTES = 64 << 20          # draws held in memory between writes to a trace folder
 FUSED_STEPS = 16                 # steps per compiled block (sample(compile=True))
-_RUN_KEYS_IGNORED = ("sgworld_version", "acceptance_rate")  # may differ between a run and its resumption
+# may differ between a run and its resumption
+_RUN_KEYS_IGNORED = ("sgworld_version", "acceptance_rate", "grad_evals_per_chain", "grad_evals_per_step",
+                     "transition_names", "transition_fractions", "transition_counts", CHECKSUM_KEY)
 
 
 @contextmanager
@@ -75,7 +79,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
            batch_size: int | None = None, scheme: str | None = None, chains: int = 1, num_draws: int = 1000,
            burn_in: int = 0, thin: int = 1, init=None, seed: int = 0, drop_last: bool = True,
            progress: bool | None = None, threads: int | None = 1, out=None,
-           checkpoint_every: float | None = 60.0, compile: bool = False) -> Trace:
+           checkpoint_every: float | None = 60.0, compile: bool = False,
+           kernel_options: dict | None = None) -> Trace:
     """Run K chains of a sampler and return their draws as a :class:`Trace`.
 
     Every step applies ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi`` (or the kernel's own step, for
@@ -85,8 +90,16 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
 
     Parameters
     ----------
-    method : "sgd" | "sgld" | "sgworld" | "ula" | "mala", or a Kernel
-    lr, temperature : step size and temperature (ignored when a Kernel is given)
+    method : "sgd" | "sgld" | "sgworld" | "ula" | "mala" | "hmc" | "lahmc" | "mjhmc", or a Kernel
+    lr, temperature : step size and temperature (ignored when a Kernel is given); for the Hamiltonian
+        samplers lr is the leapfrog step eps
+    kernel_options : further keyword settings of the method's kernel factory, e.g. for "hmc"
+        ``{"leapfrog_steps": 10, "beta": 0.1}``, "lahmc" also ``"look_ahead"`` (K), "mjhmc"
+        ``"leapfrog_steps"``, ``"beta"`` and ``"time_step"`` (see :mod:`sgworld.samplers`); recorded in the
+        metadata. Kernels that report them get their acceptance rate per chain, gradient evaluations per
+        chain (``grad_evals_per_chain``, ``grad_evals_per_step``) and transition fractions
+        (``transition_names``, ``transition_fractions``, pooled over chains and all steps including
+        burn-in; ``transition_counts`` per chain) in the trace metadata.
     batch_size : minibatch size b (required for stochastic-gradient methods)
     scheme : overrides the method's minibatch scheme (e.g. SGD with "wor")
     seed : one integer; the same seed and number of chains give the same trace
@@ -109,16 +122,32 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
 
     Raises
     ------
-    DivergenceError : a chain became non-finite; it names the chains and first steps, and carries the
-        draws recorded so far.
+    StepSizeError : (a ValueError) lr >= 2 / h_max for a Langevin kernel (sgd, sgld, sgworld, ula) on a
+        problem that knows h_max (``problem.lr_limit``, e.g. quadratic problems): no stationary state.
+    DivergenceError : a chain became non-finite, or (Langevin kernels) grew a millionfold from its start
+        within a doubling of the run while still finite (the criterion of
+        :class:`sgworld.divergence.GrowthMonitor`, checked every few hundred steps); it names the chains,
+        the steps, the lr limit when known, and carries the draws recorded so far.
+    DiskSpaceError : (an OSError) ``out`` has no room for the draws file (checked, and the file reserved,
+        before the first step) or for a checkpoint; the last checkpoint stays usable, so the same call
+        resumes once space is freed.
     """
+    options = dict(kernel_options or {})
     if isinstance(method, Kernel):
+        if options:
+            raise ValueError("kernel_options apply to a method name, not to a Kernel: build the kernel with them")
         kernel = method
     else:
         check_choice("method", method, METHODS)
         if lr is None:
             raise ValueError("lr is required: pass lr=<step size > 0>")
-        kernel = METHODS[method](problem, lr) if method == "sgd" else METHODS[method](problem, lr, temperature)
+        factory = METHODS[method]
+        allowed = [k for k, v in inspect.signature(factory).parameters.items() if v.kind is v.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"kernel_options {unknown} are not settings of {method!r}; allowed: "
+                             f"{', '.join(allowed) or 'none'}")
+        kernel = factory(problem, lr, **options) if method == "sgd" else factory(problem, lr, temperature, **options)
     chains = check_int_range("chains", chains, 1)
     num_draws = check_int_range("num_draws", num_draws, 1)
     burn_in = check_int_range("burn_in", burn_in, 0)
@@ -137,7 +166,9 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             burn_in = _round_up(burn_in, stream.steps_per_epoch)
             thin = _round_up(thin, stream.steps_per_epoch)
 
+    lr_limit = check_step_size(problem, kernel, scheme)
     position = initial_positions(problem, init, chains)
+    growth = GrowthMonitor(position) if kernel.name in LANGEVIN_KERNELS else None
     state = kernel.init(position)
     total = burn_in + num_draws * thin
     meta = {
@@ -147,6 +178,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         "drop_last": drop_last, "steps_per_epoch": stream.steps_per_epoch if stream else 1,
         "problem": problem.name, "dtype": str(problem.dtype).replace("torch.", ""), "sgworld_version": __version__,
     }
+    if options:
+        meta["kernel_options"] = options
     if compile:
         meta["compiled_blocks"] = FUSED_STEPS  # a different noise order: a resumed run must match it
     steps_np = burn_in + thin * np.arange(1, num_draws + 1, dtype=np.int64)
@@ -165,6 +198,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
     recorder = _Recorder(shape, problem.dtype, writer)
     first_bad = torch.zeros(chains, dtype=torch.long)
     accepted = torch.zeros(chains, dtype=torch.long)
+    grad_evals = torch.zeros(chains, dtype=torch.long)
+    transitions, transition_names, reported = None, None, set()  # what the kernel's StepInfo carries
     done = 0
     if resumed is not None:
         state = state._replace(**resumed["state"])
@@ -173,24 +208,41 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             stream.load_state_dict(resumed["stream"])
         done, recorder.written = resumed["step"], resumed["recorded"]
         accepted, first_bad = resumed["accepted"], resumed["first_bad"]
+        grad_evals = resumed.get("grad_evals", grad_evals)
+        transitions, transition_names = resumed.get("transitions"), resumed.get("transition_names")
+        reported = set(resumed.get("reported", ()))
+        if growth is not None:
+            growth.load_state_dict(resumed.get("growth"))
 
     def finish() -> Trace:
-        if kernel.name == "mala":
+        if kernel.name == "mala" or "accepted" in reported:
             meta["acceptance_rate"] = (accepted.double() / max(done, 1)).tolist()
+        if "grad_evals" in reported:
+            meta["grad_evals_per_chain"] = grad_evals.tolist()
+            meta["grad_evals_per_step"] = float(grad_evals.double().mean()) / max(done, 1)
+        if transitions is not None:
+            meta["transition_names"] = list(transition_names)
+            meta["transition_fractions"] = (transitions.sum(0).double() / max(int(transitions.sum()), 1)).tolist()
+            meta["transition_counts"] = transitions.tolist()
         return recorder.trace(steps_np, meta)
 
     def check_divergence():
-        bad = first_bad > 0
-        if bool(bad.any()):
-            chains_bad = bad.nonzero().squeeze(1)
-            raise DivergenceError(chains_bad.tolist(), first_bad[chains_bad].tolist(), trace=finish())
+        grown = growth.first_step if growth is not None else torch.zeros_like(first_bad)
+        for first, reason in ((first_bad, "non-finite"), (grown, "growth")):
+            bad = first > 0
+            if bool(bad.any()):
+                chains_bad = bad.nonzero().squeeze(1)
+                raise DivergenceError(chains_bad.tolist(), first[chains_bad].tolist(), trace=finish(), reason=reason,
+                                      lr=kernel.lr, lr_limit=lr_limit)
 
     def checkpoint():
         recorder.flush()
         save_checkpoint(out, {"step": done, "recorded": recorder.written, "state": state._asdict(),
                               "noise_generator": noise_gen.get_state(),
                               "stream": stream.state_dict() if stream is not None else None,
-                              "accepted": accepted, "first_bad": first_bad})
+                              "accepted": accepted, "first_bad": first_bad, "grad_evals": grad_evals,
+                              "transitions": transitions, "transition_names": transition_names,
+                              "reported": sorted(reported), "growth": None if growth is None else growth.state_dict()})
 
     update_every = max(1, min(total // 200, _UPDATE_EVERY_MAX))
     last_checkpoint = time.monotonic()
@@ -199,6 +251,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         """Every few hundred steps: progress bar, divergence check, and a checkpoint when one is due."""
         nonlocal last_checkpoint
         bar.update(step - bar.n)
+        if growth is not None:
+            growth.update(state.position, step)
         check_divergence()
         if (writer is not None and checkpoint_every is not None and step < total
                 and time.monotonic() - last_checkpoint >= checkpoint_every):
@@ -223,6 +277,13 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             done = step
             if info.accepted is not None:
                 accepted += info.accepted
+                reported.add("accepted")
+            if info.grad_evals is not None:
+                grad_evals += info.grad_evals
+                reported.add("grad_evals")
+            if info.transitions is not None:
+                transitions = info.transitions.clone() if transitions is None else transitions.add_(info.transitions)
+                transition_names = info.transition_names
             if step % _FINITE_CHECK_EVERY == 0 or step == total:
                 # Non-finite values persist (NaN propagates; MALA rejects them), so a sparse check finds
                 # every divergence; it is reported with the step at which it was first seen.

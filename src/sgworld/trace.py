@@ -3,12 +3,16 @@
 Two lossless formats: a single ``.npz`` file (arrays bit for bit, metadata as JSON), and a trace
 *folder* that long runs stream into (``draws.npy`` written chunk by chunk through a memory map,
 ``steps.npy``, ``meta.json``), so memory stays bounded whatever the number of draws; loading a
-folder memory-maps the draws. Convertible to ArviZ's InferenceData when ArviZ is installed
+folder memory-maps the draws. The draws file's space is reserved before the first draw is written
+(a full disk is an error up front, not a crash later), and a finished folder records the SHA-256 of
+``draws.npy`` in ``meta.json`` (``draws_sha256``; ``sha256sum draws.npy`` checks it by hand), which
+:meth:`Trace.load` verifies. Convertible to ArviZ's InferenceData when ArviZ is installed
 (``pip install sgworld[arviz]``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -17,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TraceFileError
+from ._disk import free_bytes, is_disk_full, require_space, reserve
+from .errors import DiskSpaceError, TraceFileError
 
 _FORMAT = "sgworld-trace-1"
 _FOLDER_FORMAT = "sgworld-trace-folder-1"
+CHECKSUM_KEY = "draws_sha256"  # in a finished folder's meta.json: SHA-256 of draws.npy
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass
@@ -79,13 +86,27 @@ class Trace:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Trace":
-        """Read a ``.npz`` trace file or a trace folder (draws memory-mapped, read-only)."""
+    def load(cls, path: str | os.PathLike, *, verify: bool = True) -> "Trace":
+        """Read a ``.npz`` trace file or a trace folder (draws memory-mapped, read-only).
+
+        ``verify`` (folders): recompute the SHA-256 of ``draws.npy`` and compare it with the one
+        recorded when the run finished, so that a file changed since (a zeroed tail after a crash or
+        a full disk, a partial copy) is an error rather than silently wrong draws. It reads the whole
+        file once (about 0.3-1 GB/s); ``verify=False`` skips it for very large traces. ``.npz`` files
+        are always checked by the CRC-32 of their zip members.
+        """
         path = Path(path)
         if not path.exists():
             raise TraceFileError(f"trace file {str(path)!r} does not exist")
         if path.is_dir():
-            return cls._load_folder(path)
+            return cls._load_folder(path, verify)
+        with open(path, "rb") as fh:
+            is_npy = fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        if is_npy:
+            hint = (f"load the folder instead: Trace.load({str(path.parent)!r})" if (path.parent / "meta.json").exists()
+                    else "read it with numpy.load and wrap it as Trace(draws, steps, meta)")
+            raise TraceFileError(f"{str(path)!r} is a bare numpy array, not an sgworld trace (a .npz file or a trace "
+                                 f"folder); {hint}")
         try:
             with np.load(path, allow_pickle=False) as f:
                 draws, steps, meta = f["draws"], f["steps"], json.loads(str(f["meta"]))
@@ -98,7 +119,7 @@ class Trace:
         return cls(draws, steps, meta)
 
     @classmethod
-    def _load_folder(cls, path: Path) -> "Trace":
+    def _load_folder(cls, path: Path, verify: bool = True) -> "Trace":
         meta = read_folder_meta(path)
         if not meta.pop("complete", False):
             raise TraceFileError(f"trace folder {str(path)!r} holds an unfinished run; finish it by calling "
@@ -108,6 +129,11 @@ class Trace:
             steps = np.load(path / "steps.npy", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise TraceFileError(f"trace folder {str(path)!r} is truncated or corrupt: {exc}") from None
+        recorded = meta.pop(CHECKSUM_KEY, None)
+        if verify and recorded is not None and file_sha256(path / "draws.npy") != recorded:
+            raise TraceFileError(f"{str(path / 'draws.npy')!r} does not match the SHA-256 recorded when its run "
+                                 "finished: the draws were changed or damaged since (a zeroed tail from a crash or a "
+                                 "full disk, a partial copy); copy the folder again or rerun the sampling")
         return cls(draws, steps, meta)
 
     # -- ArviZ ----------------------------------------------------------------------------------
@@ -134,6 +160,12 @@ def read_folder_meta(path: Path) -> dict:
     return meta
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
@@ -142,28 +174,48 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 class TraceWriter:
     """Streams draws into a trace folder: ``draws.npy`` (chains, draws, p) is preallocated on disk and
-    filled block by block through a memory map; ``meta.json`` says whether the run is complete.
+    filled block by block through a memory map; ``meta.json`` says whether the run is complete and, once
+    it is, holds the file's SHA-256.
 
-    ``open_existing=True`` reopens the folder of an interrupted run to continue writing it.
+    The whole file is checked against the free space and reserved on disk (``posix_fallocate``) before
+    anything is written, so a full disk is a :class:`~sgworld.errors.DiskSpaceError` up front instead of
+    a SIGBUS in the middle of the run; where the file system cannot reserve space, every block is
+    checked before it is written. ``open_existing=True`` reopens the folder of an interrupted run to
+    continue writing it (and reserves its file again, which costs nothing once it is reserved).
     """
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], dtype, steps: np.ndarray,
                  meta: dict, *, open_existing: bool = False):
         self.path = Path(path)
         self.meta = dict(meta)
+        file = self.path / "draws.npy"
         if open_existing:
-            self.draws = np.load(self.path / "draws.npy", mmap_mode="r+", allow_pickle=False)
+            self.draws = np.load(file, mmap_mode="r+", allow_pickle=False)
             if self.draws.shape != tuple(shape):
-                raise TraceFileError(f"{str(self.path / 'draws.npy')!r} has shape {self.draws.shape}, "
-                                     f"expected {tuple(shape)}")
+                raise TraceFileError(f"{str(file)!r} has shape {self.draws.shape}, expected {tuple(shape)}")
+            self.reserved = reserve(file, file.stat().st_size, "the draws file draws.npy")
             return
+        steps = np.asarray(steps, dtype=np.int64)
+        data_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        require_space(self.path, data_bytes + steps.nbytes + (64 << 10), "the draws file draws.npy")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.draws = np.lib.format.open_memmap(self.path / "draws.npy", mode="w+", dtype=dtype, shape=tuple(shape))
-        np.save(self.path / "steps.npy", np.asarray(steps, dtype=np.int64))
-        self._write_meta(complete=False)
+        try:
+            self.draws = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=tuple(shape))
+            self.reserved = reserve(file, file.stat().st_size, "the draws file draws.npy")
+            np.save(self.path / "steps.npy", steps)
+            self._write_meta(complete=False)
+        except OSError as exc:  # DiskSpaceError included: leave no half-made folder behind
+            self.draws = None
+            for name in ("draws.npy", "steps.npy", "meta.json", "meta.json.tmp"):
+                (self.path / name).unlink(missing_ok=True)
+            if isinstance(exc, DiskSpaceError) or not is_disk_full(exc):
+                raise
+            raise DiskSpaceError(self.path, data_bytes, free_bytes(self.path), "the trace folder") from None
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Draws ``start .. start + block.shape[1]`` of every chain."""
+        if not self.reserved:
+            require_space(self.path, block.nbytes, "a block of draws")
         self.draws[:, start:start + block.shape[1]] = block
 
     def flush(self) -> None:
@@ -171,9 +223,11 @@ class TraceWriter:
         self.draws.flush()
 
     def finish(self, meta: dict | None = None) -> None:
+        """Mark the run complete, recording the SHA-256 of ``draws.npy`` (verified by :meth:`Trace.load`)."""
         self.flush()
         if meta is not None:
             self.meta = dict(meta)
+        self.meta[CHECKSUM_KEY] = file_sha256(self.path / "draws.npy")
         self._write_meta(complete=True)
 
     def _write_meta(self, complete: bool) -> None:

@@ -183,21 +183,26 @@ def batch_noise_factor(scheme: str, n: int, batch_size: int) -> float:
     return 0.0 if scheme == "full" else noise_factor(scheme, n, b)
 
 
-def stepwise_stationary_moments(A, g, lr, temperature, batch_size, scheme="wr") -> Moments:
+def stepwise_stationary_moments(A, g, lr, temperature, batch_size=None, scheme="wr") -> Moments:
     """Exact stationary mean and covariance of the step-wise update on quadratic potentials.
 
     Update: ``w <- w - lr (A_B w - g_B) + sqrt(2 lr T) xi`` with a fresh batch ``B`` every step,
     independent of the past: ``scheme="wr"`` (b distinct indices), ``"iid"`` (b i.i.d. indices) or
-    ``"full"`` (full-batch Langevin / ULA; ``batch_size`` is then only validated). With
+    ``"full"`` (full-batch Langevin / ULA: every sample every step, so ``batch_size`` is not needed;
+    one that is given is ignored). With
     ``z_i = (-vec A_i, g_i)`` the batch map's coefficients are ``lr z_B`` with ``E[z_B] = zbar`` and
     ``Cov[z_B] = f S_z`` (:func:`batch_noise_factor`), so the stationary state solves
     ``H m = gbar`` and the moment recursion of the module docstring — the exact discrete-time answer,
     not a small-lr expansion (arXiv:2306.03521).
 
     Parameters: ``A`` (N, p, p) symmetric per-sample Hessians, ``g`` (N, p), ``lr > 0``,
-    ``temperature >= 0`` (0 is plain SGD), ``1 <= batch_size <= N``.
+    ``temperature >= 0`` (0 is plain SGD), ``1 <= batch_size <= N`` (``wr``, ``iid``).
     Raises ValueError for bad input or when no stationary state exists at this lr.
     """
+    if scheme == "full":
+        batch_size = np.shape(g)[0] if np.ndim(g) == 2 else 1  # all N samples (validated with the data)
+    elif scheme in STEPWISE_SCHEMES and batch_size is None:
+        raise ValueError(f"batch_size is required for scheme {scheme!r}: pass batch_size=b with 1 <= b <= N")
     A, g, lr, temperature, b = _problem(A, g, lr, temperature, batch_size)
     n, p = g.shape
     f = batch_noise_factor(scheme, n, b)

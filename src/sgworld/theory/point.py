@@ -28,6 +28,7 @@ this module supplies their inputs (w*, H, S, D, w_eff, D_WOR) from a Problem.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,6 +40,7 @@ from torch.func import jvp
 
 from .._checks import check_choice, check_int_range, check_positive
 from ..batching import IndexStream, noise_factor
+from ..errors import StepSizeError, TheoryRangeWarning
 from ..problems import Problem
 from ..samplers import sgd
 from .stationary import (
@@ -116,6 +118,12 @@ def _check_minimum_hessian(H: np.ndarray, where: str = "w") -> None:
             f"{where} is not a minimum of L: the Hessian is not positive definite (smallest eigenvalue "
             f"{lam[0]:.6g}, largest {lam[-1]:.6g}). The stationary-state theory expands around a minimum; "
             "find one first with find_minimum(problem, w0)")
+
+
+def _check_step_size(lr: float, h_max: float, method: str) -> None:
+    """StepSizeError when ``lr h_max >= 2``: the iteration has no stationary state to describe."""
+    if lr * h_max >= 2:
+        raise StepSizeError(lr, h_max, f"{method} has no stationary state around w_star (its chains diverge)")
 
 
 def _check_at_minimum(H: np.ndarray, g: np.ndarray, Sigma: np.ndarray, where: str = "w") -> None:
@@ -558,10 +566,18 @@ def wor_diffusion_leading(H, S, lr: float, n: int, batch_size: int) -> np.ndarra
 
 
 def _epoch_drift(H: np.ndarray, lr: float, steps_per_epoch: int) -> np.ndarray:
-    """``I - (I - lr H)^M`` (the linearised epoch map's contraction), digit-safe via ``expm1``/``log1p``."""
+    """``I - (I - lr H)^M`` (the linearised epoch map's contraction), digit-safe via ``expm1``/``log1p``
+    where ``lr h < 1`` (a negative base, ``lr h > 1``, is raised to the integer power directly)."""
     lam, V = _eigh(H)
-    k = -np.expm1(steps_per_epoch * np.log1p(-lr * lam))
+    x = lr * lam
+    small = x < 1
+    k = np.empty_like(x)
+    k[small] = -np.expm1(steps_per_epoch * np.log1p(-x[small]))
+    k[~small] = 1.0 - np.power(1.0 - x[~small], steps_per_epoch)
     return (V * k) @ V.T
+
+
+WOR_VALIDITY = 0.1  # lr M h_max up to which the second-order WOR theory is within ~5% (sigma_wor's table)
 
 
 def sigma_wor(H, D_wor, lr: float, steps_per_epoch: int, *, discrete: bool = False) -> np.ndarray:
@@ -569,13 +585,48 @@ def sigma_wor(H, D_wor, lr: float, steps_per_epoch: int, *, discrete: bool = Fal
 
     Solved with :func:`sgworld.theory.stationary.solve_lyapunov` (``scale = M``). With
     ``discrete=True`` the exact linear epoch map is used instead of its small-``lr M H`` limit:
-    ``Sigma = F Sigma F + 2 D_WOR`` with ``F = (I - lr H)^M`` (a relative correction of order
-    ``lr M h`` per mode, a few percent in the paper's regime).
+    ``Sigma = F Sigma F + 2 D_WOR`` with ``F = (I - lr H)^M``.
+
+    ``D_wor`` is a (p, p) matrix or an :class:`EpochDiffusion` (:func:`wor_epoch_diffusion`); given the
+    latter, each form takes the diffusion it is consistent with: ``discrete=True`` the all-orders
+    (simulated) ``D``, the continuous form the second-order ``D_second_order``.
+
+    Validity, measured against the exact discrete-time WOR covariance
+    (:func:`sgworld.theory.exact.epoch_stationary_moments`; Gaussian location, N = 20, b = 2, trace of
+    Sigma over the exact one):
+
+    ==========================  =====  =====  =====  =====  =====  =====
+    lr M h_max                  0.01   0.1    0.3    0.5    1.1    1.9
+    continuous, second-order D  0.97   0.96   0.94   0.92   0.93   1.03
+    discrete, all-orders D      0.97   0.97   0.97   0.97   0.97   0.97
+    discrete, second-order D    0.98   1.05   1.23   1.44   2.27   3.99
+    ==========================  =====  =====  =====  =====  =====  =====
+
+    (the common 3% is the Monte Carlo error of the 4000 epochs behind D). ``discrete=True`` is exact
+    for the linear epoch map only with the all-orders D: the exact ``F`` with a truncated D is off by a
+    factor of about ``1 + 1.2 lr M h_max``. The continuous form is an expansion in ``lr M h_max``,
+    within about 5% up to ``WOR_VALIDITY = 0.1``. So a bare matrix with ``lr M h_max >
+    WOR_VALIDITY`` (whose order this function cannot know), and the continuous form there, give a
+    :class:`~sgworld.errors.TheoryRangeWarning`; ``lr h_max >= 2`` (no stationary state at all) raises
+    :class:`~sgworld.errors.StepSizeError`.
     """
     lr = check_positive("lr", lr)
     steps = check_int_range("steps_per_epoch", steps_per_epoch, 1)
+    H = as_float64(H, "H")
+    h_max = float(np.linalg.eigvalsh(H)[-1])
+    _check_step_size(lr, h_max, "WOR SGD")
+    spread = lr * steps * h_max
+    if isinstance(D_wor, EpochDiffusion):
+        D_wor, known = (D_wor.D if discrete else D_wor.D_second_order), True
+    else:
+        known = False
+    if spread > WOR_VALIDITY and (discrete is False or not known):
+        fix = ("use discrete=True with the EpochDiffusion from wor_epoch_diffusion" if not discrete
+               else "pass the EpochDiffusion from wor_epoch_diffusion, so that the all-orders D is used")
+        warnings.warn(f"sigma_wor at lr M h_max = {spread:.3g} > {WOR_VALIDITY}: outside the range where its error "
+                      f"is a few percent (see its docstring); {fix}", TheoryRangeWarning, stacklevel=2)
     if discrete:
-        return solve_lyapunov(_epoch_drift(as_float64(H, "H"), lr, steps), D_wor, 1.0, discrete=True)
+        return solve_lyapunov(_epoch_drift(H, lr, steps), D_wor, 1.0, discrete=True)
     return solve_lyapunov(H, D_wor, lr, scale=steps)
 
 
@@ -775,7 +826,9 @@ def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: 
         raise ValueError(f"wor_theory needs N divisible by b (N = {problem.n}, b = {batch_size}): with a dropped "
                          "remainder the epoch noise is O(lr^2), not O(lr^4); choose b dividing N")
     with torch.no_grad():
-        _check_minimum_hessian(_numpy(problem.hessian(w0)), "w_star")
+        H0 = _numpy(problem.hessian(w0))
+    _check_minimum_hessian(H0, "w_star")
+    _check_step_size(lr, float(np.linalg.eigvalsh(H0)[-1]), "WOR SGD")
     effective = minimize_effective_loss(problem, lr, batch_size, w0)
     w_eff = torch.as_tensor(effective.w_eff, dtype=problem.dtype)
     with torch.no_grad():
@@ -787,5 +840,5 @@ def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: 
     state = stationary_state(H, epoch.D_second_order, lr * m, effective.w_eff)
     return WORTheory(w_star=_numpy(w0), effective=effective, H=H, S=S, diffusion=epoch, state=state,
                      Sigma_se=wor_sigma_standard_error(H, epoch.second_order_displacements, lr, m),
-                     Sigma_discrete=sigma_wor(H, epoch.D, lr, m, discrete=True), steps_per_epoch=m,
+                     Sigma_discrete=sigma_wor(H, epoch, lr, m, discrete=True), steps_per_epoch=m,
                      lr_M_hmax=wor_validity(H, lr, m))
