@@ -2,9 +2,13 @@
 
 Settings resolve in one place with precedence defaults < ``--config FILE.toml`` < ``--set key=value``
 < explicit flags (``--seed``, ``--data``); ``--quick`` applies the study's small preset before the
-config file. The resolved settings go to ``DIR/config.json``, from which ``sgworld resume DIR``
-continues an interrupted run. Exit codes: 0 success, 2 bad usage or bad input, 1 failure at run
-time (with where the partial results are), 130 interrupted.
+config file. ``sgworld run STUDY --help`` lists the study's settings (defaults, allowed ranges) and
+``--print-config`` prints the resolved ones without running. The resolved settings go to
+``DIR/config.json``, from which ``sgworld resume DIR`` continues an interrupted run; its checkpoints
+carry a fingerprint of those settings and the data, so a resume never mixes two runs. ``--out`` must be
+a new or empty folder or an sgworld run folder, and one process at a time holds it (``outdir.py``).
+Exit codes: 0 success, 2 bad usage or bad input, 1 failure at run time (with where the partial results
+are), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 from . import __version__
 from .errors import DivergenceError
-from .experiments.common import ConfigError, load_toml, parse_sets, resolve_config
+from .experiments.common import (ConfigError, describe_settings, load_toml, parse_sets, resolve_config,
+                                 to_jsonable)
+from .outdir import FolderLock, check_out_folder, clear_run
 from .run import torch_threads
 
 STUDIES = {
     "posterior": "sgworld.experiments.posterior",
     "regression": "sgworld.experiments.regression",
     "digits": "sgworld.experiments.digits",
+    "hmc": "sgworld.experiments.hmc",
 }
 
 
@@ -34,6 +43,20 @@ def load_study(name: str):
     if name not in STUDIES:
         raise ConfigError(f"unknown study {name!r}; available: {', '.join(STUDIES)} (see 'sgworld list')")
     return importlib.import_module(STUDIES[name])
+
+
+class StudyHelp(argparse.Action):
+    """``run --help``; after a study name (``run STUDY --help``) also the study's settings, from its Config."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        name = getattr(namespace, "study", None)
+        if name in STUDIES:
+            study = load_study(name)
+            print(f"\nsettings of {name!r} (--set KEY=VALUE, or KEY = VALUE in a --config TOML file; "
+                  "--print-config shows the resolved values):")
+            print(describe_settings(study.Config, study.QUICK))
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between checkpoints of the sampler runs (default 60)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    run = sub.add_parser("run", help="run a study and write its results to --out",
+    run = sub.add_parser("run", help="run a study and write its results to --out", add_help=False,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Run a study; results, figures, config.json, run.log and report.html go "
-                                     "to --out. An interrupted run continues with 'sgworld resume DIR'.")
+                                     "to --out. An interrupted run continues with 'sgworld resume DIR'.\n"
+                                     "'sgworld run STUDY --help' also lists the study's settings.")
+    run.add_argument("-h", "--help", action=StudyHelp, nargs=0,
+                     help="show this help (with STUDY: its settings, defaults and allowed ranges) and exit")
     run.add_argument("study", help="study name (see 'sgworld list')")
     run.add_argument("--out", default=None, help="output directory (default: runs/STUDY)")
     run.add_argument("--config", help="TOML file of settings")
@@ -67,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the study's data on disk: digits: MNIST as a folder of IDX files or an .npz; "
                           "regression: a folder with x_train.txt, y_train.txt (and wmin.txt)")
     run.add_argument("--overwrite", action="store_true",
-                     help="start afresh in an --out folder that holds an unfinished run")
+                     help="start afresh in an --out folder that holds an unfinished run or another study's run "
+                          "(refused while that run is still going)")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved settings as JSON and exit, without running or writing anything")
     common_run_flags(run)
 
     resume = sub.add_parser("resume", help="continue an interrupted run from its checkpoints",
@@ -113,13 +143,23 @@ def command_run(args) -> int:
         flags.update(_data_flag(args.study, study.Config, args.data))
     layers.append(flags)
     config = resolve_config(study.Config, *layers)
+    if args.print_config:
+        print(json.dumps({"study": args.study, **to_jsonable(config)}, indent=2))
+        return 0
     out = Path(args.out or Path("runs") / args.study)
-    if (out / "checkpoints").exists():
-        if not args.overwrite:
-            raise ConfigError(f"{out} holds an unfinished run; continue it with 'sgworld resume {out}' or pass "
-                              "--overwrite to start again")
-        shutil.rmtree(out / "checkpoints")
-    return execute(args.study, study, config, out, args)
+    held = check_out_folder(out)
+    with FolderLock(out):  # from here on no other sgworld process writes to out
+        if held is not None and held != args.study:
+            if not args.overwrite:
+                raise ConfigError(f"--out {out} holds a {held!r} run; choose another folder, or pass --overwrite to "
+                                  "replace it")
+            clear_run(out, getattr(load_study(held), "FIGURES", {}) if held in STUDIES else ())
+        if (out / "checkpoints").exists():
+            if not args.overwrite:
+                raise ConfigError(f"{out} holds an unfinished run; continue it with 'sgworld resume {out}' or pass "
+                                  "--overwrite to start again")
+            shutil.rmtree(out / "checkpoints")
+        return execute(args.study, study, config, out, args)
 
 
 def command_resume(args) -> int:
@@ -138,7 +178,14 @@ def command_resume(args) -> int:
         return 0
     fields = {f.name for f in dataclasses.fields(study.Config)}
     config = resolve_config(study.Config, {k: v for k, v in saved.items() if k in fields})
-    return execute(name, study, config, out, args)
+    with FolderLock(out):
+        return execute(name, study, config, out, args)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """numpy's MemoryError, torch.OutOfMemoryError (GPU) or the CPU allocator's RuntimeError."""
+    return isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def execute(name: str, study, config, out: Path, args) -> int:
@@ -146,7 +193,11 @@ def execute(name: str, study, config, out: Path, args) -> int:
     logging.basicConfig(filename=out / "run.log", level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.info("sgworld %s: %s %s with %s", __version__, args.command, name, config)
-    where = f"Partial results and checkpoints are in {out}/; continue with 'sgworld resume {out}'."
+
+    def where() -> str:  # resume is advice only where there is something to resume
+        if (out / "checkpoints").is_dir():
+            return f"Partial results and checkpoints are in {out}/; continue with 'sgworld resume {out}'."
+        return "Nothing was checkpointed: start again with 'sgworld run' once the cause is fixed."
     try:
         with torch_threads(args.threads):
             metrics = study.run(config, out, progress=False if args.quiet else None,
@@ -162,16 +213,24 @@ def execute(name: str, study, config, out: Path, args) -> int:
         raise
     except KeyboardInterrupt:
         logging.warning("interrupted")
-        print(f"sgworld: interrupted. {where}", file=sys.stderr)
+        print(f"sgworld: interrupted. {where()}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a run-time failure: report it with where the results are
+        if _out_of_memory(exc):  # a resume would run out the same way
+            logging.exception("out of memory")
+            reason = (str(exc).strip().splitlines() or ["no detail"])[0][-160:]
+            print(f"sgworld: error: out of memory ({reason}); resuming would run out again: lower chains, draws or "
+                  f"steps (see 'sgworld run {name} --help') and start again with --overwrite. Details in "
+                  f"{out}/run.log.", file=sys.stderr)
+            return 1
         logging.exception("run failed")
-        print(f"sgworld: error: {type(exc).__name__}: {exc}. {where} Details in {out}/run.log.", file=sys.stderr)
+        print(f"sgworld: error: {type(exc).__name__}: {exc}. {where()} Details in {out}/run.log.", file=sys.stderr)
         return 1
     logging.info("done in %.1f s", metrics.get("runtime_s", float("nan")))
     from .report import write_report
     report = write_report(out)
-    print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))}); "
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    print(f"wrote {out}/ ({', '.join(files)}); "
           f"open {report} in a browser")
     return 0
 

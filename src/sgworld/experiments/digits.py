@@ -36,8 +36,9 @@ Part (b), in equilibrium (the application): SGLD (``wr``) and SGWORLD (``wor``) 
 learning rates ``lr = sampler_lr_hmax / h_max``, chains started from the reference posterior's draws
 (so no long burn-in is spent on the slow soft modes), the posterior predictive on the test set
 (accuracy, NLL, ECE with equal-width bins, reliability diagram, :mod:`sgworld.predictive`), and the
-mean total-variation distance of each predictive to the reference: MALA chains started from the
-Laplace approximation ``N(w*, H^{-1})``. ``tv_floor`` is the Monte Carlo floor of that distance
+mean total-variation distance of each predictive to the reference: MALA chains (or look-ahead HMC
+with ``reference_method = "lahmc"``) started from the Laplace approximation ``N(w*, H^{-1})``; its cost
+(seconds and gradients per effective draw of the worst parameter) is recorded. ``tv_floor`` is the Monte Carlo floor of that distance
 (the TV between the predictives of two halves of the reference chains, divided by sqrt 2: what two
 independent estimates of the same predictive from this many chains differ by).
 """
@@ -53,13 +54,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import predictive
+from .. import diagnostics, predictive
+from .._checks import check_choice, check_class_labels, check_int_range
 from ..datasets import ImageData, load_images
 from ..problems import Problem
 from ..run import sample
 from ..theory.point import find_minimum, wor_sigma_standard_error, wor_theory, wr_theory
 from ..thermo.trajectory import areal_velocity, chain_mean, entropy_production_steps
-from .common import Check, StudyCheckpoints, write_config, write_json
+from .common import Check, StudyCheckpoints, check_resources, write_config, write_json
 from .regression import (
     chain_groups,
     fluctuation_theorems,
@@ -72,40 +74,50 @@ from .regression import (
 DESCRIPTION = "Softmax classifier on handwritten digits: SGD out of equilibrium (wr vs wor), SGLD vs SGWORLD predictive"
 
 SAMPLERS = ("sgld", "sgworld")
+REFERENCE_METHODS = ("mala", "lahmc")  # exact reference samplers (reference_method)
 
 
 @dataclass(frozen=True)
 class Config:
     data: str | None = None        # MNIST: folder with the four IDX files, or .npz; None: packaged digits
-    pca_dim: int = 16              # d whitened principal components; p = (d + 1)(C - 1)
+                                   # [a path, or none]
+    pca_dim: int = 16              # d whitened principal components; p = (d + 1)(C - 1) [1 <= d <= pixels]
     n_train: int | None = None     # first n training images (None: all); truncated to a multiple of b
-    prior_std: float = 1.0         # Gaussian prior on every weight
-    batch_size: int = 70           # b (digits: N = 1400, M = 20 steps per epoch)
+                                   # [>= 2 b, or none]
+    prior_std: float = 1.0         # Gaussian prior on every weight [> 0]
+    batch_size: int = 70           # b (digits: N = 1400, M = 20 steps per epoch) [1 <= b <= N/2]
     # part (a): SGD out of equilibrium
-    lr: float | None = None        # SGD lr; None: lr_M_hmax / (M h_max)
-    lr_M_hmax: float = 0.05
-    chains: int = 256              # chains per scheme
-    steps: int = 3600              # SGD steps per chain and scheme
-    segment: int = 60              # steps per recorded segment (multiple of M and of every FT window)
-    groups: int = 16               # independent groups of chains for standard errors
-    ft_windows: tuple[int, ...] = (1, 2, 5, 10)
-    ft_steps: int = 3600           # steps (from the start) whose entropy production feeds the FTs
-    dft_window: int = 10
-    dft_bins: int = 20
-    bootstrap: int = 500
-    wor_epochs: int = 4000         # permutations behind D_WOR (its Monte Carlo error ~2%)
+    lr: float | None = None        # SGD lr; None: lr_M_hmax / (M h_max) [> 0, or none]
+    lr_M_hmax: float = 0.05        # SGD's lr M h_max when lr is None [> 0]
+    chains: int = 256              # chains per scheme [>= groups]
+    steps: int = 3600              # SGD steps per chain and scheme [>= 2 segments]
+    segment: int = 60              # steps per recorded segment [a multiple of M and of every FT window]
+    groups: int = 16               # independent groups of chains for standard errors [2 <= groups <= chains]
+    ft_windows: tuple[int, ...] = (1, 2, 5, 10)  # windows (steps) of the integral FT
+                                   # [each >= 1 and dividing segment]
+    ft_steps: int = 3600           # steps (from the start) whose entropy production feeds the FTs [>= 1]
+    dft_window: int = 10           # window of the detailed-FT histogram [one of ft_windows]
+    dft_bins: int = 20             # histogram bins of the detailed FT [>= 2]
+    bootstrap: int = 500           # bootstrap replicates of the FT intervals [>= 1]
+    wor_epochs: int = 4000         # permutations behind D_WOR (its Monte Carlo error ~2%) [>= 1]
     # part (b): posterior sampling at T = 1
     sampler_lr_hmax: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)  # lr h_max of the SGLD / SGWORLD runs
-    sampler_chains: int = 128      # chains per run (and of the reference)
-    sampler_burn_in: int = 600
-    sampler_draws: int = 30
-    sampler_thin: int = 20         # a multiple of M keeps SGWORLD's draws at epoch boundaries
-    reference_lr_hmax: float = 0.5  # MALA step
-    reference_burn_in: int = 600
-    reference_draws: int = 40
-    reference_thin: int = 20
-    ece_bins: int = predictive.ECE_BINS
-    seed: int = 0
+                                   # [each > 0 and < 2]
+    sampler_chains: int = 128      # chains per run (and of the reference) [even, >= 4]
+    sampler_burn_in: int = 600     # burn-in steps of each SGLD / SGWORLD run [>= 0]
+    sampler_draws: int = 30        # recorded draws per chain of each run [>= 1]
+    sampler_thin: int = 20         # a multiple of M keeps SGWORLD's draws at epoch boundaries [>= 1]
+    reference_lr_hmax: float = 0.5  # MALA step [> 0]
+    reference_burn_in: int = 600   # burn-in steps of the MALA reference [>= 0]
+    reference_draws: int = 40      # recorded draws per chain of the reference [>= 1]
+    reference_thin: int = 20       # thinning of the reference [>= 1]
+    reference_method: str = "mala"  # reference sampler [mala or lahmc]; LAHMC's leapfrog step is
+                                   # eps = sqrt(2 reference_lr_hmax / h_max) (MALA = one leapfrog step of that eps)
+    reference_leapfrog_steps: int = 10  # LAHMC: leapfrog steps M per leap [>= 1]
+    reference_look_ahead: int = 4  # LAHMC: look-ahead leaps K [>= 1]
+    reference_beta: float = 0.1    # LAHMC: partial momentum refresh beta [> 0 and <= 1]
+    ece_bins: int = predictive.ECE_BINS  # bins of the expected calibration error [>= 1]
+    seed: int = 0                  # random seed of the chains, the WOR theory and the bootstrap [>= 0]
 
 
 QUICK = {"pca_dim": 8, "chains": 64, "steps": 600, "groups": 8, "ft_steps": 600, "bootstrap": 100,
@@ -182,7 +194,9 @@ class SoftmaxRegression(Problem):
 
     def __init__(self, x, y, num_classes: int, prior_std: float = 1.0, dtype: torch.dtype = torch.float64):
         x = torch.as_tensor(x, dtype=dtype)
-        y = torch.as_tensor(y, dtype=torch.long)
+        y = check_class_labels(y, int(num_classes), missing="refuse",
+                               fix="every class needs training samples for the analysis (an absent class makes "
+                                   "S and D singular): drop the class and relabel, or raise n_train")
         if x.ndim != 2 or y.shape != x.shape[:1]:
             raise ValueError(f"x must be (N, features) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
         if not prior_std > 0:
@@ -249,6 +263,15 @@ def check_config(config: Config, steps_per_epoch: int) -> None:
         raise ValueError(f"sampler_chains must be even and >= 4 (the TV floor splits them), got {config.sampler_chains}")
     if not config.sampler_lr_hmax or min(config.sampler_lr_hmax) <= 0 or config.reference_lr_hmax <= 0:
         raise ValueError("sampler_lr_hmax and reference_lr_hmax must be positive")
+    check_choice("reference_method", config.reference_method, REFERENCE_METHODS)
+    check_int_range("reference_leapfrog_steps", config.reference_leapfrog_steps, 1)
+    check_int_range("reference_look_ahead", config.reference_look_ahead, 1)
+    if not 0 < config.reference_beta <= 1:
+        raise ValueError(f"reference_beta = {config.reference_beta} is out of range; allowed: 0 < reference_beta <= 1")
+    if max(config.sampler_lr_hmax) >= 2:
+        raise ValueError(f"sampler_lr_hmax = {max(config.sampler_lr_hmax)} >= 2: SGLD and SGWORLD at lr * h_max >= 2 "
+                         "have no stationary state (their chains diverge); the stability limit is lr < 2 / h_max: "
+                         "use values well below 2")
 
 
 # --------------------------------------------------------------------------- part (a): out of equilibrium
@@ -275,6 +298,16 @@ def top_circulation_plane(Q: np.ndarray, Sigma: np.ndarray) -> dict:
     rates = np.sort(np.abs(ev.imag))[::-2]  # each rate appears as a +- pair
     return {"omega": float(-(e1 @ omega_mat @ e2)), "basis": np.stack([e1, e2], 1), "whiten": whiten,
             "omegas": rates}
+
+
+def footprint(config: Config, p: int) -> tuple[float, float]:
+    """Lower bounds (bytes) on memory and disk: the snapshots and entropy production of both schemes, one
+    segment's path, and the sampler runs' draws (kept in the checkpoints until the study ends)."""
+    segments = config.steps // config.segment
+    kept = 8.0 * config.chains * (2 * (segments + 1) * p + min(config.ft_steps, config.steps))
+    traces = 8.0 * config.sampler_chains * p * (2 * len(config.sampler_lr_hmax) * config.sampler_draws
+                                                + config.reference_draws)
+    return kept + traces + 2 * 8.0 * config.chains * (config.segment + 1) * p, kept + traces
 
 
 def simulate(problem, config: Config, scheme: str, state, H: np.ndarray, rng, progress,
@@ -438,6 +471,29 @@ def _predictive_metrics(problem, draws, feats: Features, reference: np.ndarray |
     return out, probs
 
 
+def reference_settings(config: Config, h_max: float) -> dict:
+    """``sample()`` arguments of the reference: MALA at ``lr = reference_lr_hmax / h_max``, or look-ahead HMC
+    with the leapfrog step ``eps = sqrt(2 lr)`` of which MALA is the one-step case."""
+    lr = config.reference_lr_hmax / h_max
+    if config.reference_method == "mala":
+        return {"lr": lr}
+    return {"lr": math.sqrt(2.0 * lr), "kernel_options": {
+        "leapfrog_steps": config.reference_leapfrog_steps, "look_ahead": config.reference_look_ahead,
+        "beta": config.reference_beta}}
+
+
+def reference_cost(trace, seconds: float) -> dict:
+    """What the reference cost and what it bought: gradient evaluations per chain (MALA: one per step), the
+    smallest and median ESS over parameters, and seconds per effective draw of the worst parameter (time to
+    a given reference accuracy is proportional to it)."""
+    ess = diagnostics.ess(trace.draws)
+    steps = int(trace.steps[-1])
+    grads = float(np.mean(trace.meta["grad_evals_per_chain"])) if "grad_evals_per_chain" in trace.meta else steps
+    return {"seconds": seconds, "grad_evals_per_chain": grads, "ess_min": float(np.nanmin(ess)),
+            "ess_median": float(np.nanmedian(ess)), "seconds_per_ess_min": seconds / float(np.nanmin(ess)),
+            "grad_evals_per_ess_min": grads * trace.num_chains / float(np.nanmin(ess))}
+
+
 def posterior_sampling(problem, feats: Features, w_star: np.ndarray, H: np.ndarray, config: Config,
                        progress, store: StudyCheckpoints | None = None) -> dict:
     """Part (b): MALA reference, then SGLD and SGWORLD at each lr; test-set predictive metrics."""
@@ -446,15 +502,17 @@ def posterior_sampling(problem, feats: Features, w_star: np.ndarray, H: np.ndarr
     k = config.sampler_chains
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     tic = time.time()
-    ref = sample(problem, "mala", lr=config.reference_lr_hmax / h[-1], chains=k, num_draws=config.reference_draws,
+    ref = sample(problem, config.reference_method, chains=k, num_draws=config.reference_draws,
                  burn_in=config.reference_burn_in, thin=config.reference_thin,
-                 init=gaussian_draws(w_star, np.linalg.inv(H), k, rng), seed=config.seed + 101, progress=progress, **_resumable(store, "mala"))
+                 init=gaussian_draws(w_star, np.linalg.inv(H), k, rng), seed=config.seed + 101, progress=progress,
+                 **reference_settings(config, h[-1]), **_resumable(store, config.reference_method))
     ref_metrics, ref_probs = _predictive_metrics(problem, ref.draws, feats, None, config.ece_bins)
     half = k // 2
     tv_halves = predictive.mean_tv(problem.class_probabilities(ref.draws[:half], feats.x_test),
                                    problem.class_probabilities(ref.draws[half:], feats.x_test))
-    reference = {**ref_metrics, "method": "mala", "lr": ref.meta["lr"], "lr_hmax": config.reference_lr_hmax,
-                 "acceptance_rate": float(np.mean(ref.meta["acceptance_rate"])),
+    reference = {**ref_metrics, "method": config.reference_method, "lr": ref.meta["lr"],
+                 "lr_hmax": config.reference_lr_hmax, "acceptance_rate": float(np.mean(ref.meta["acceptance_rate"])),
+                 **reference_cost(ref, time.time() - tic),
                  "burn_in": ref.meta["burn_in"], "thin": ref.meta["thin"], "draws": config.reference_draws,
                  "chains": k, "tv_halves": tv_halves, "tv_floor": tv_halves / math.sqrt(2),
                  "runtime_s": time.time() - tic}
@@ -499,10 +557,14 @@ def run(config: Config, out_dir, progress=None, checkpoint_every: float | None =
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = StudyCheckpoints(out_dir, checkpoint_every)
     problem, feats = build_problem(config)
     m = problem.n // config.batch_size
     check_config(config, m)
+    check_resources(out_dir, *footprint(config, problem.dim),
+                    sizes=f"chains x steps x p = {config.chains} x {config.steps} x {problem.dim}, sampler_chains x "
+                          f"draws x p = {config.sampler_chains} x {config.sampler_draws} x {problem.dim}")
+    store = StudyCheckpoints(out_dir, checkpoint_every, config=config,
+                             data=(feats.x_train, feats.y_train, feats.x_test, feats.y_test))
     write_config(out_dir, config, steps_per_epoch=m, data_source=feats.source)
     tic = time.time()
     w_star, newton = find_minimum(problem)
@@ -559,7 +621,8 @@ def checks(metrics: dict) -> list[Check]:
                      abs(wr["circulation"]["omega_z"]) < 5))
     zmax = float(np.max(np.abs(wor["mean_z"])))
     out.append(Check("wor: stationary mean vs argmin L_eff, max |z|", zmax, 0.0, "|z| < 5", zmax < 5))
-    out.append(Check("reference: MALA acceptance rate", post["reference"]["acceptance_rate"], None, "", None))
+    out.append(Check(f"reference: {post['reference'].get('method', 'mala').upper()} acceptance rate",
+                     post["reference"]["acceptance_rate"], None, "", None))
     for c in post["comparison"]:
         out.append(Check(f"lr h_max = {c['lr_hmax']:g}: TV(SGLD) / TV(SGWORLD) to the reference",
                          c["tv_sgld_over_sgworld"], 1.0, "> 1", c["tv_sgld_over_sgworld"] > 1))

@@ -31,7 +31,7 @@ from ..problems import BayesianLinearRegression
 from ..run import sample
 from ..thermo.trajectory import empirical_covariance, empirical_mean
 from ..theory.exact import epoch_stationary_moments, stepwise_stationary_moments
-from .common import Check, StudyCheckpoints, write_config, write_json
+from .common import Check, StudyCheckpoints, check_resources, write_config, write_json
 
 DESCRIPTION = "SGLD vs SGWORLD vs ULA against the exact posterior of a Bayesian linear regression, over lr"
 
@@ -40,25 +40,25 @@ METHODS = ("sgld", "sgworld", "ula")
 
 @dataclass(frozen=True)
 class Config:
-    n: int = 200                 # data points N
-    d: int = 2                   # features
-    batch_size: int = 10         # b (N/b = 20 batches per epoch)
-    noise_std: float = 0.5       # likelihood sigma
-    prior_std: float = 1.0       # prior tau
-    feature_corr: float = 0.3    # correlation of the two leading features
-    temperature: float = 1.0
-    lr_max_factor: float = 0.3   # largest lr: lr * M * h_max = this
-    decades: float = 2.0         # lrs span this many decades below the largest
-    num_lrs: int = 5
-    lrs: tuple[float, ...] | None = None  # explicit lrs (overrides the three settings above)
-    methods: tuple[str, ...] = METHODS
-    chains: int = 2048
-    burn_in_relaxations: float = 6.0  # burn-in in units of the slowest relaxation time 1/(lr h_min)
-    sample_relaxations: float = 20.0  # sampling span in the same units
-    max_steps: int = 6000        # cap on burn-in + sampling steps per run (the study budget)
-    draws: int = 100             # recorded draws per chain
-    wor_permutations: int = 20000  # permutations averaged for SGWORLD's exact moments
-    seed: int = 0
+    n: int = 200                 # data points N [>= 2]
+    d: int = 2                   # features [>= 1]
+    batch_size: int = 10         # b (N/b = 20 batches per epoch) [1 <= b <= n]
+    noise_std: float = 0.5       # likelihood sigma [> 0]
+    prior_std: float = 1.0       # prior tau [> 0]
+    feature_corr: float = 0.3    # correlation of the two leading features [-1 < feature_corr < 1]
+    temperature: float = 1.0     # T of the target exp(-L/T) [> 0]
+    lr_max_factor: float = 0.3   # largest lr: lr * M * h_max = this [> 0]
+    decades: float = 2.0         # lrs span this many decades below the largest [> 0]
+    num_lrs: int = 5             # lrs in the sweep [>= 2]
+    lrs: tuple[float, ...] | None = None  # explicit lrs (overrides the three settings above) [each > 0, or none]
+    methods: tuple[str, ...] = METHODS  # samplers compared [any of sgld, sgworld, ula]
+    chains: int = 2048           # chains per run [>= 2]
+    burn_in_relaxations: float = 6.0  # burn-in in units of the slowest relaxation time 1/(lr h_min) [> 0]
+    sample_relaxations: float = 20.0  # sampling span in the same units [> 0]
+    max_steps: int = 6000        # cap on burn-in + sampling steps per run (the study budget) [>= 2 draws]
+    draws: int = 100             # recorded draws per chain [>= 4]
+    wor_permutations: int = 20000  # permutations averaged for SGWORLD's exact moments [>= 2]
+    seed: int = 0                # random seed of data, starting points and chains [>= 0]
 
 
 QUICK = {"n": 100, "chains": 128, "num_lrs": 3, "max_steps": 1500, "draws": 30, "wor_permutations": 2000}
@@ -141,11 +141,16 @@ def check_config(config: Config) -> None:
 def run(config: Config, out_dir, progress=None, checkpoint_every: float | None = 60.0) -> dict:
     """Run the sweep; every sampler run is resumable (see :class:`StudyCheckpoints`)."""
     check_config(config)
+    runs = len(config.methods) * (len(config.lrs) if config.lrs else config.num_lrs)
+    trace = 8.0 * config.chains * config.draws * config.d  # one run's draws (float64)
+    check_resources(out_dir, memory=2 * trace + 8.0 * config.chains * (config.batch_size + 4 * config.d),
+                    disk=runs * trace, sizes=f"{runs} runs of chains x draws x d = {config.chains} x {config.draws} "
+                                            f"x {config.d} float64")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = StudyCheckpoints(out_dir, checkpoint_every)
     started = time.time()
     X, y = make_data(config)
+    store = StudyCheckpoints(out_dir, checkpoint_every, config=config, data=(X, y))
     problem = BayesianLinearRegression(torch.tensor(X), torch.tensor(y), config.noise_std, config.prior_std)
     target = problem.target(config.temperature)
     A, g = problem.quadratic_terms()

@@ -49,13 +49,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checks import check_int_range
 from ..problems import Problem
 from ..run import sample
 from ..theory.point import find_minimum, wor_sigma_standard_error, wor_theory, wr_theory
 from ..thermo.fluctuation import detailed_fluctuation_theorem, integral_fluctuation_theorem
 from ..thermo.model_free import fit_linear_drift
 from ..thermo.trajectory import areal_velocity, chain_mean, entropy_production_steps, window_sums
-from .common import Check, StudyCheckpoints, write_config, write_json
+from .common import Check, StudyCheckpoints, check_resources, write_config, write_json
 
 DESCRIPTION = "Nonequilibrium stationary state of SGD (wr vs wor) on the paper's tanh regression network"
 
@@ -67,28 +68,31 @@ P = 7  # parameters of the network
 
 @dataclass(frozen=True)
 class Config:
-    n: int = 200                   # data points N (grid -3.0 .. 2.97)
-    batch_size: int = 10           # b (M = N/b = 20 steps per epoch)
-    lr: float = 1e-7
-    noise_std: float = 0.1         # sigma: likelihood and noise of the generated data
-    lam: float = 1e-3              # lambda: prior precision N lambda / sigma^2 on every weight
+    n: int = 200                   # data points N (grid -3.0 .. 2.97) [>= 2]
+    batch_size: int = 10           # b (M = N/b = 20 steps per epoch) [1 <= b <= n]
+    lr: float = 1e-7               # SGD learning rate [> 0]
+    noise_std: float = 0.1         # sigma: likelihood and noise of the generated data [> 0]
+    lam: float = 1e-3              # lambda: prior precision N lambda / sigma^2 on every weight [>= 0]
     data_dir: str | None = None    # folder with x_train.txt, y_train.txt (and wmin.txt): the authors' data
-    data_seed: int = 0             # seed of the generated data (when data_dir is None)
-    w_init: tuple[float, ...] = (1.0, 1.0, 0.5, -0.5, 1.0, -1.0, 0.0)  # Newton start without wmin.txt
-    chains: int = 4096             # chains per scheme
-    steps: int = 24000             # SGD steps per chain and scheme
+                                   # [a folder, or none: generated]
+    data_seed: int = 0             # seed of the generated data (when data_dir is None) [>= 0]
+    w_init: tuple[float, ...] = (1.0, 1.0, 0.5, -0.5, 1.0, -1.0, 0.0)  # Newton start without wmin.txt [7 numbers]
+    chains: int = 4096             # chains per scheme [>= groups]
+    steps: int = 24000             # SGD steps per chain and scheme [>= 2 segments]
     segment: int = 120             # steps per recorded segment (multiple of M and of every FT window; small
                                    # segments keep the temporaries below the allocator's mmap threshold)
-    groups: int = 32               # independent groups of chains for standard errors
-    ft_windows: tuple[int, ...] = (1, 2, 3, 10)
-    ft_steps: int = 3000           # steps (from the start, all chains) whose entropy production feeds the FTs
-    dft_window: int = 10           # window of the detailed-FT histogram
-    dft_bins: int = 20
-    bootstrap: int = 1000          # bootstrap replicates of the FT intervals
-    model_free_chains: int = 1024  # chains whose thinned path feeds the model-free drift fit
-    model_free_thin: int = 5       # thinning of that path (bias O(thin lr h_max))
-    wor_epochs: int = 100000       # permutations behind D_WOR (theory's Monte Carlo error ~0.45%)
-    seed: int = 0
+                                   # [a multiple of M, of every FT window and of model_free_thin]
+    groups: int = 32               # independent groups of chains for standard errors [2 <= groups <= chains]
+    ft_windows: tuple[int, ...] = (1, 2, 3, 10)  # windows (steps) of the integral FT
+                                   # [each >= 1 and dividing segment]
+    ft_steps: int = 3000           # steps (from the start, all chains) whose entropy production feeds the FTs [>= 1]
+    dft_window: int = 10           # window of the detailed-FT histogram [one of ft_windows]
+    dft_bins: int = 20             # histogram bins of the detailed FT [>= 2]
+    bootstrap: int = 1000          # bootstrap replicates of the FT intervals [>= 1]
+    model_free_chains: int = 1024  # chains whose thinned path feeds the model-free drift fit [>= 1]
+    model_free_thin: int = 5       # thinning of that path (bias O(thin lr h_max)) [>= 1 and dividing segment]
+    wor_epochs: int = 100000       # permutations behind D_WOR (theory's Monte Carlo error ~0.45%) [>= 1]
+    seed: int = 0                  # random seed of the chains, the WOR theory and the bootstrap [>= 0]
 
 
 QUICK = {"chains": 256, "steps": 1200, "groups": 16, "ft_steps": 1200, "bootstrap": 200,
@@ -308,6 +312,8 @@ def group_mean(per_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_config(config: Config, steps_per_epoch: int) -> None:
+    if steps_per_epoch < 1:  # b > N
+        check_int_range("batch_size", config.batch_size, 1, config.n)
     if config.segment % steps_per_epoch or any(config.segment % k for k in config.ft_windows):
         raise ValueError(f"segment = {config.segment} must be a multiple of M = {steps_per_epoch} and of every FT "
                          f"window {config.ft_windows}")
@@ -319,6 +325,17 @@ def check_config(config: Config, steps_per_epoch: int) -> None:
         raise ValueError(f"groups = {config.groups} must be between 2 and chains = {config.chains}")
     if config.dft_window not in config.ft_windows:
         raise ValueError(f"dft_window = {config.dft_window} must be one of ft_windows {config.ft_windows}")
+
+
+def footprint(config: Config) -> tuple[float, float]:
+    """Lower bounds (bytes) on memory and disk: the arrays of :func:`simulate_wr` and :func:`simulate_wor`
+    (kept in memory and saved to the checkpoints) and one segment's path and its temporaries."""
+    segments = config.steps // config.segment
+    mf = min(config.model_free_chains, config.chains)
+    kept = 8.0 * (config.chains * (segments + 1) * P + config.chains * min(config.ft_steps, config.steps)
+                  + mf * (config.steps // config.model_free_thin + 1) * P)
+    wor = 8.0 * config.chains * (segments + 1) * P
+    return kept + wor + 3 * 8.0 * config.chains * (config.segment + 1) * P, kept + wor
 
 
 def simulate_wr(problem, config: Config, theory, rng, progress, store=None) -> dict:
@@ -430,10 +447,11 @@ def run(config: Config, out_dir, progress=None, checkpoint_every: float | None =
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = StudyCheckpoints(out_dir, checkpoint_every)
     problem, data = build_problem(config)
     m = problem.n // config.batch_size
     check_config(config, m)
+    check_resources(out_dir, *footprint(config), sizes=f"chains x steps x p = {config.chains} x {config.steps} x {P}")
+    store = StudyCheckpoints(out_dir, checkpoint_every, config=config, data=(data.x, data.y, data.w_min))
     write_config(out_dir, config, steps_per_epoch=m, data_source=data.source)
     timings = {}
 
