@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sgworld import (BayesianLinearRegression, CheckpointError, DivergenceError, IndexStream, Trace, TraceFileError,
-                     sample)
+from sgworld import (BayesianLinearRegression, CheckpointError, DivergenceError, IndexStream, Problem, Trace,
+                     TraceFileError, sample)
 from sgworld.checkpoint import CURRENT
 from sgworld.cli import main
 from sgworld.experiments.common import ConfigError, load_toml, resolve_config
@@ -31,8 +31,9 @@ def nan_data():
 
 
 def diverging():
-    return sample(blr(), "ula", lr=1.0, chains=2, init=torch.full((2,), 1e3, dtype=torch.float64), num_draws=500,
-                  progress=False)
+    b = blr()  # as a generic Problem, which knows no h_max (BLR itself refuses lr >= 2 / h_max up front)
+    return sample(Problem(b._regression_potential, b.data, b.dim), "ula", lr=1.0, chains=2,
+                  init=torch.full((2,), 1e3, dtype=torch.float64), num_draws=500, progress=False)
 
 
 def corrupt_trace(tmp):
@@ -80,7 +81,7 @@ API_AND_FILES = [
     ("b > N", lambda t: sgld(batch_size=41), ValueError, r"batch_size = 41 is out of range; allowed: 1 <= batch_size <= 40"),
     ("b missing", lambda t: sgld(batch_size=None), ValueError, r"batch_size is required for 'sgld'"),
     ("unknown scheme", lambda t: sgld(scheme="wrr"), ValueError, r"unknown scheme 'wrr'; choose one of: wr, iid, wor"),
-    ("unknown method", lambda t: sgld(method="hmc"), ValueError, r"unknown method 'hmc'; choose one of: sgd, sgld"),
+    ("unknown method", lambda t: sgld(method="nuts"), ValueError, r"unknown method 'nuts'; choose one of: sgd, sgld"),
     ("zero chains", lambda t: sgld(chains=0), ValueError, r"chains = 0 is out of range; allowed: 1 <= chains"),
     ("negative temperature", lambda t: sgld(temperature=-1.0), ValueError, r"temperature must be a finite number >= 0"),
     ("init wrong shape", lambda t: sgld(chains=2, init=torch.zeros(3, 2)), ValueError,
@@ -164,3 +165,220 @@ def test_cli_exits_2_with_one_line(tmp_path, capsys, case, argv, message):
 
 def test_catalogue_size():
     assert len(API_AND_FILES) + len(CLI) >= 20
+
+
+# --------------------------------------------------------------------------- model inputs
+# Each is refused up front by sgworld._checks with one line naming the fix; tests/problems/test_model_inputs.py
+# has the positive side (the module left untouched, the flat-prior posteriors).
+
+def _net(*middle):
+    return torch.nn.Sequential(torch.nn.Linear(2, 4), *middle, torch.nn.Linear(4, 3))
+
+
+def _model_input(net=None, y=None, prior_std=1.0):
+    from sgworld import from_module
+    X = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2]) if y is None else y
+    return from_module(net if net is not None else _net(), X, y, likelihood="categorical", prior_std=prior_std)
+
+
+def _softmax_regression(y):
+    from sgworld.experiments.digits import SoftmaxRegression
+    return SoftmaxRegression(torch.randn(len(y), 3, generator=torch.Generator().manual_seed(0)), y, num_classes=3)
+
+
+MODEL_INPUTS = [
+    ("labels not integers", lambda: _model_input(y=torch.tensor([0.0, 1.0, 2.7, 0.0, 1.0, 2.0])),
+     r"y\[2\] = 2\.7 is not .*relabel the data with integer class indices"),
+    ("label >= classes", lambda: _model_input(y=torch.tensor([0, 1, 3, 0, 1, 2])),
+     r"label y\[2\] = 3 is outside 0\.\.2 \(the model has 3 outputs.*relabel the classes to 0\.\.2"),
+    ("negative label", lambda: _model_input(y=torch.tensor([0, 1, 2, -1, 1, 2])),
+     r"label y\[3\] = -1 is outside 0\.\.2"),
+    ("missing classes, no prior", lambda: _model_input(y=torch.tensor([0, 0, 2, 0, 0, 2]), prior_std=None),
+     r"no sample of class\(es\) 1 of 0\.\.2; without a prior .*give prior_std"),
+    ("BatchNorm in train mode", lambda: _model_input(_net(torch.nn.BatchNorm1d(4))),
+     r"BatchNorm1d layer '1' is in training mode and uses batch statistics; call module\.eval\(\)"),
+    ("Dropout in train mode", lambda: _model_input(_net(torch.nn.Dropout(0.5))),
+     r"Dropout layer '1' is in training mode and draws from the global RNG; call module\.eval\(\)"),
+    ("BatchNorm without running stats",
+     lambda: _model_input(_net(torch.nn.BatchNorm1d(4, track_running_stats=False)).eval()),
+     r"uses batch statistics even in eval mode"),
+    ("flat prior, collinear X",
+     lambda: BayesianLinearRegression(torch.ones(10, 2), torch.zeros(10), 0.5, prior_std=None),
+     r"X has rank 1 < 2 columns: without a prior \(prior_std=None\) the posterior is improper"),
+    ("digits analysis with a class missing", lambda: _softmax_regression(torch.tensor([0, 1, 0, 1, 0, 1])),
+     r"no sample of class\(es\) 2 of 0\.\.2; every class needs training samples for the analysis"),
+]
+
+
+@pytest.mark.parametrize("case, call, message", MODEL_INPUTS, ids=[c[0] for c in MODEL_INPUTS])
+def test_model_inputs_are_refused_with_the_fix(case, call, message):
+    with pytest.raises(ValueError, match=message) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- output folders, settings, resume
+# Each exits with 2 and one line naming the value and the fix; the folder a user already had is left as it was.
+
+
+def _user_folder(t):
+    (t / "mine").mkdir()
+    (t / "mine" / "config.json").write_text("{}")
+    return t / "mine"
+
+
+def _file(t):
+    (t / "file.txt").write_text("x")
+    return t / "file.txt"
+
+
+OUTPUT_AND_SETTINGS = [
+    ("--out is a file", lambda t: ["run", "posterior", "--quick", "--out", str(_file(t))], "is a file, not a folder"),
+    ("--out under a file", lambda t: ["run", "posterior", "--quick", "--out", str(_file(t) / "o")],
+     "lies under the file"),
+    ("--out a user's folder", lambda t: ["run", "posterior", "--quick", "--out", str(_user_folder(t))],
+     "is a non-empty folder that holds no sgworld run"),
+    ("negative --seed", lambda t: ["run", "posterior", "--quick", "--seed", "-1", "--out", str(t / "o")],
+     "seed = -1 is negative; seeds are integers >= 0"),
+    ("empty methods", lambda t: ["run", "posterior", "--quick", "--set", "methods=", "--out", str(t / "o")],
+     "setting 'methods' is empty"),
+    ("N < b (regression)", lambda t: ["run", "regression", "--quick", "--set", "batch_size=300", "--out", str(t / "o")],
+     "batch_size = 300 is out of range; allowed: 1 <= batch_size <= 200"),
+    ("run that cannot fit", lambda t: ["run", "posterior", "--quick", "--set", "chains=1000000000", "--out",
+                                       str(t / "o")], "this run needs at least"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", OUTPUT_AND_SETTINGS, ids=[c[0] for c in OUTPUT_AND_SETTINGS])
+def test_output_folders_and_settings_exit_2_with_one_line(tmp_path, capsys, case, argv, message):
+    assert main(argv(tmp_path) + ["-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("sgworld: error: ")
+    assert not (tmp_path / "o" / "metrics.json").exists()  # nothing marked finished
+    if (tmp_path / "mine").exists():
+        assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]
+
+
+def test_resume_of_checkpoints_with_other_settings_exits_2(tmp_path, capsys):
+    from sgworld.experiments import posterior
+    from sgworld.experiments.common import StudyCheckpoints, write_config
+
+    config = resolve_config(posterior.Config, posterior.QUICK)
+    X, y = posterior.make_data(config)
+    write_config(tmp_path, config)
+    StudyCheckpoints(tmp_path, config=config, data=(X, y)).save("partial", x=X)  # an interrupted run's state
+    config_json = tmp_path / "config.json"
+    config_json.write_text(config_json.read_text().replace('"draws": 30', '"draws": 40'))
+    assert main(["resume", str(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "draws: 30 there, 40 now" in err and "resuming would mix two runs" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------- a full disk, divergence while finite, honest numbers
+# sample(out=...) on a full disk, lr at or above the stability limit 2 / h_max (up front, in the theory and
+# in the studies), chains that grow without overflowing, damaged trace folders, bare .npy files, questions
+# that have no number as an answer (the per-step noise factor of wor, wr moments without a batch size).
+
+def location():
+    from sgworld import GaussianLocation
+    return GaussianLocation(torch.linspace(-1.0, 1.0, 100, dtype=torch.float64))
+
+
+def full_disk(tmp):
+    import sgworld._disk
+    real = sgworld._disk.free_bytes
+    sgworld._disk.free_bytes = lambda folder: 1000
+    try:
+        return sgld(out=tmp / "run")
+    finally:
+        sgworld._disk.free_bytes = real
+
+
+def zeroed_trace_tail(tmp):
+    sgld(out=tmp / "run", num_draws=20)
+    raw = bytearray((tmp / "run" / "draws.npy").read_bytes())
+    raw[-64:] = bytes(64)
+    (tmp / "run" / "draws.npy").write_bytes(bytes(raw))
+    return Trace.load(tmp / "run")
+
+
+def bare_npy(tmp):
+    import numpy as np
+    np.save(tmp / "x.npy", np.zeros((1, 2, 3)))
+    return Trace.load(tmp / "x.npy")
+
+
+def theory_at_unstable_lr(tmp):
+    from sgworld.theory.point import wor_theory
+    b = blr()
+    return wor_theory(b, b.target().mean, 10.0 / float(torch.linalg.eigvalsh(b.hessian())[-1]), 4)
+
+
+def stepwise_without_batch_size(tmp):
+    from sgworld.theory.exact import stepwise_stationary_moments
+    A, g = location().quadratic_terms()
+    return stepwise_stationary_moments(A, g, 1e-3, 1.0)
+
+
+def sigma_wor_unstable(tmp):
+    from sgworld.theory.point import sigma_wor
+    return sigma_wor(torch.eye(2) * 4.0, torch.eye(2) * 1e-12, 0.6, 10)
+
+
+def noise_factor_of(scheme):
+    from sgworld import noise_factor
+    return noise_factor(scheme, 100, 10)
+
+
+def errors():
+    from sgworld.errors import DiskSpaceError, StepSizeError
+    return DiskSpaceError, StepSizeError
+
+
+ISSUE11_API = [
+    ("lr above the limit", lambda t: sample(location(), "sgld", lr=2.2 / location().h_max(), batch_size=10,
+                                            progress=False), errors()[1],
+     r"lr \* h_max = 2\.2 >= 2: sgld .* has no stationary state.*lr < 2 / h_max = 0\.019802 \(lr = 0\.0217822"),
+    ("growth while finite", lambda t: sample(Problem(location()._quadratic_potential, location().data, 1), "sgld",
+                                             lr=2.2 / location().h_max(), batch_size=10, num_draws=3000,
+                                             progress=False),
+     DivergenceError, r"1 chain\(s\) diverged \(distance from the start grew a millionfold.*chain 0 at step \d{2,3}\."),
+    ("theory at lr above the limit", theory_at_unstable_lr, errors()[1],
+     r"lr \* h_max = 10 >= 2: WOR SGD has no stationary state"),
+    ("sigma_wor at lr above the limit", sigma_wor_unstable, errors()[1], r"lr \* h_max = 2\.4 >= 2: WOR SGD"),
+    ("full disk", full_disk, errors()[0],
+     r"not enough disk space in '.*run' for the draws file draws\.npy: .* needed, 1000 bytes free\. Free up space"),
+    ("zeroed trace tail", zeroed_trace_tail, TraceFileError, r"does not match the SHA-256 recorded"),
+    ("bare .npy as a trace", bare_npy, TraceFileError, r"x\.npy' is a bare numpy array, not an sgworld trace"),
+    ("noise factor of wor", lambda t: noise_factor_of("wor"), ValueError,
+     r"scheme 'wor' has no per-step noise factor.*wor_epoch_diffusion"),
+    ("noise factor of sequential", lambda t: noise_factor_of("sequential"), ValueError, r"no per-step noise factor"),
+    ("wr moments without a batch size", stepwise_without_batch_size, ValueError,
+     r"batch_size is required for scheme 'wr'"),
+]
+
+
+@pytest.mark.parametrize("case, call, error, message", ISSUE11_API, ids=[c[0] for c in ISSUE11_API])
+def test_issue11_api_and_files(tmp_path, case, call, error, message):
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+
+
+ISSUE11_CLI = [
+    ("regression lr above the limit", ["run", "regression", "--quick", "--set", "lr=1e-3"],
+     ">= 2: WOR SGD has no stationary state around w_star (its chains diverge). The stability limit is "
+     "lr < 2 / h_max = "),
+    ("digits sampler lr above the limit", ["run", "digits", "--quick", "--set", "sampler_lr_hmax=0.1,3.0"],
+     "sampler_lr_hmax = 3.0 >= 2: SGLD and SGWORLD at lr * h_max >= 2 have no stationary state"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", ISSUE11_CLI, ids=[c[0] for c in ISSUE11_CLI])
+def test_issue11_study_lr_above_the_limit_exits_2_with_one_line(tmp_path, capsys, case, argv, message):
+    """Before, a too-large lr ended in "H contains ... non-finite value(s)" from the WOR theory."""
+    assert main(argv + ["--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sgworld: error: "), err
+    assert message in err and "non-finite" not in err, err

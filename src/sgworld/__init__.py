@@ -4,17 +4,20 @@ analysis of neural-network training (arXiv 2306.03521)."""
 __version__ = "0.1.0"
 
 from .batching import SCHEMES, IndexStream, noise_factor  # noqa: E402
-from .errors import CheckpointError, DivergenceError, TraceFileError  # noqa: E402
+from .errors import (  # noqa: E402
+    CheckpointError, DiskSpaceError, DivergenceError, StepSizeError, TheoryRangeWarning, TraceFileError,
+)
 from .problems import (  # noqa: E402
-    BayesianLinearRegression, GaussianLocation, Problem, QuadraticProblem, from_module,
+    BayesianLinearRegression, EnergyProblem, GaussianLocation, Problem, QuadraticProblem, from_module,
 )
 from .run import sample  # noqa: E402
-from .samplers import mala, sgd, sgld, sgworld, ula  # noqa: E402
+from .samplers import hmc, lahmc, mala, mjhmc, sgd, sgld, sgworld, ula  # noqa: E402
 from .trace import Trace  # noqa: E402
+from . import diagnostics, optim  # noqa: E402  (sg.diagnostics.ess, sg.optim.SGWORLD after `import sgworld`)
 
 __all__ = [
-    "CheckpointError",
+    "CheckpointError", "DiskSpaceError", "StepSizeError", "TheoryRangeWarning",
     "__version__", "SCHEMES", "IndexStream", "noise_factor", "DivergenceError", "TraceFileError", "Problem",
     "QuadraticProblem", "BayesianLinearRegression", "GaussianLocation", "from_module", "sample",
-    "sgd", "sgld", "sgworld", "ula", "mala", "Trace",
+    "sgd", "sgld", "sgworld", "ula", "mala", "hmc", "lahmc", "mjhmc", "EnergyProblem", "Trace", "diagnostics", "optim",
 ]
