@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from conftest import shifted_seed
 from sgworld.theory.stationary import solve_lyapunov
 
 
@@ -13,8 +14,9 @@ def rotation(t: float) -> np.ndarray:
 
 
 def simulate_linear_gaussian(F, noise_cov, cov0, chains, steps, seed):
-    """x_{n+1} = F x_n + N(0, noise_cov), x_0 ~ N(0, cov0), vectorised over chains."""
-    rng = np.random.default_rng(seed)
+    """x_{n+1} = F x_n + N(0, noise_cov), x_0 ~ N(0, cov0), vectorised over chains (``seed`` is shifted
+    by the suite's seed offset)."""
+    rng = np.random.default_rng(shifted_seed(seed))
     p = F.shape[0]
     noise = rng.normal(size=(chains, steps, p)) @ np.linalg.cholesky(noise_cov).T
     x = np.empty((chains, steps, p))

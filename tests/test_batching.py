@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from sgworld.batching import SCHEMES, IndexStream, distinct_indices, noise_factor
 
-from conftest import assert_within_se
+from conftest import assert_within_se, shifted_seed
 
 
 def stream(scheme, n, b, k, seed=0, **kw):
-    return IndexStream(scheme, n, b, k, torch.Generator().manual_seed(seed), **kw)
+    return IndexStream(scheme, n, b, k, torch.Generator().manual_seed(shifted_seed(seed)), **kw)
 
 
 @settings(max_examples=40, deadline=None)
@@ -69,7 +69,7 @@ def test_wr_subsets_are_uniform():
     # Floyd's algorithm: each of the C(6,3) = 20 subsets has probability 1/20. Chi-square on 200k draws
     # with 19 dof; threshold 70 has false-failure rate ~1e-7.
     rows = 200_000
-    idx = distinct_indices(rows, 6, 3, torch.Generator().manual_seed(1))
+    idx = distinct_indices(rows, 6, 3, torch.Generator().manual_seed(shifted_seed(1)))
     keys = (torch.zeros(rows, 6, dtype=torch.long).scatter_(1, idx, 1) * (2 ** torch.arange(6))).sum(1)
     counts = torch.bincount(keys, minlength=64)
     counts = counts[counts > 0].double()
@@ -97,7 +97,7 @@ def test_wr_steps_are_independent():
 def test_batch_mean_covariance_matches_noise_factor(scheme):
     # Batch means of a fixed population z_i (2-D): Cov = f * S with f = (N-b)/(b(N-1)) or 1/b.
     # Three covariance entries compared at z = 5: false-failure rate < 2e-6.
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(shifted_seed(0))
     n, b, k, steps = 30, 6, 500, 200
     z = torch.tensor(rng.normal(size=(n, 2)) @ np.array([[1.0, 0.5], [0.0, 2.0]]))
     S = np.cov(z.numpy(), rowvar=False, bias=True)
@@ -146,3 +146,11 @@ def test_same_seed_same_stream(scheme):
 def test_bad_stream_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
         IndexStream(generator=torch.Generator(), **kwargs)
+
+
+@pytest.mark.parametrize("scheme", ["wor", "shuffle_once", "sequential"])
+def test_epoch_schemes_have_no_per_step_noise_factor(scheme):
+    """Their batches are dependent within an epoch (wor's errors sum to zero over it), so wr's per-step
+    factor would be a wrong answer for them: the question is refused with the way to the right one."""
+    with pytest.raises(ValueError, match=rf"scheme '{scheme}' has no per-step noise factor"):
+        noise_factor(scheme, 100, 10)

@@ -9,13 +9,13 @@ from sgworld.cli import main
 from sgworld.experiments import posterior
 from sgworld.experiments.common import resolve_config
 
-from conftest import Z_TOL
+from conftest import Z_TOL, shifted_seed
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("posterior")
-    assert main(["run", "posterior", "--quick", "--out", str(out), "-q", "--seed", "3"]) == 0
+    assert main(["run", "posterior", "--quick", "--out", str(out), "-q", "--seed", str(shifted_seed(3))]) == 0
     return out
 
 
@@ -26,7 +26,7 @@ def test_writes_every_file_and_setting(quick_run):
     for key in ("n", "d", "batch_size", "noise_std", "prior_std", "temperature", "lrs_resolved", "chains",
                 "schedule", "seed", "sgworld_version"):
         assert key in config
-    assert config["seed"] == 3 and all({"burn_in", "steps"} <= set(s) for s in config["schedule"])
+    assert config["seed"] == shifted_seed(3) and all({"burn_in", "steps"} <= set(s) for s in config["schedule"])
     data = np.load(quick_run / "data.npz")
     assert data["X"].shape == (config["n"], config["d"]) and data["y"].shape == (config["n"],)
 

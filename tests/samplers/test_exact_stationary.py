@@ -14,7 +14,7 @@ import torch
 from sgworld import BayesianLinearRegression, sample
 from sgworld.theory.exact import epoch_stationary_moments, stepwise_stationary_moments, ula_stationary_cov
 
-from conftest import Z_TOL, assert_within_se, chain_moments
+from conftest import Z_TOL, assert_within_se, chain_moments, shifted_seed
 
 def check(trace, exact_mean, exact_cov, label):
     """Compare pooled mean and the upper triangle of the covariance (5 numbers for p = 2)."""
@@ -27,10 +27,10 @@ def check(trace, exact_mean, exact_cov, label):
 
 def run(problem, method, lr, relax_steps, **kw):
     target = problem.target()
-    rng = np.random.default_rng(99)
+    rng = np.random.default_rng(shifted_seed(99))
     init = torch.tensor(rng.multivariate_normal(target.mean, target.cov, size=kw.pop("chains", 1500)))
     return sample(problem, method, lr=lr, chains=init.shape[0], init=init, burn_in=10 * relax_steps,
-                  thin=max(1, relax_steps // 2), num_draws=40, seed=5, progress=False, **kw)
+                  thin=max(1, relax_steps // 2), num_draws=40, seed=shifted_seed(5), progress=False, **kw)
 
 
 def relaxation(problem, lr):
@@ -58,7 +58,7 @@ def test_stepwise_schemes_match_exact_moments(blr_problem, method, temperature, 
 @pytest.mark.parametrize("method, temperature, lr_hmax", [("sgworld", 1.0, 0.1), ("sgd", 0.0, 0.3)])
 def test_wor_matches_exact_epoch_moments(method, temperature, lr_hmax):
     # Tiny N so the average over permutations is an exact enumeration (6!/(2!^3) = 90 partitions).
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(shifted_seed(7))
     X = rng.normal(size=(6, 2)) * np.array([1.0, 0.6])
     y = X @ np.array([1.0, -0.5]) + 0.5 * rng.normal(size=6)
     p = BayesianLinearRegression(torch.tensor(X), torch.tensor(y), noise_std=0.5, prior_std=1.0)

@@ -9,6 +9,7 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import shifted_seed
 from sgworld.theory.stationary import (
     StationaryState,
     circulation,
@@ -74,7 +75,7 @@ def test_discrete_lyapunov_is_the_exact_recursion_covariance(problem):
 
 
 def test_scale_gives_the_wor_epoch_form():
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(shifted_seed(0))
     H, D, lr, M = random_spd(rng, 4), random_spd(rng, 4), 1e-3, 20
     Sigma = solve_lyapunov(H, D, lr, scale=M)
     assert relative(lr * M * (H @ Sigma + Sigma @ H), 2 * D) < 1e-10
@@ -94,7 +95,7 @@ def test_general_drift_matches_scipy():
 
 def test_paper_scale_keeps_precision():
     # The regression example's regime: lr = 1e-7, h up to 2.8e4, D ~ lr^2 S / b.
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(shifted_seed(1))
     V = random_orthogonal(rng, 7)
     H = (V * PAPER_EIGENVALUES) @ V.T
     lr = 1e-7
@@ -130,7 +131,7 @@ def test_circulation_and_trace_formulas(problem):
 
 def test_velocity_is_current_over_density():
     # Fokker-Planck, per step: v = J/P = drift - D grad ln P = -lr H dw + D Sigma^{-1} dw.
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(shifted_seed(2))
     H, D, lr = random_spd(rng, 3), random_spd(rng, 3), 0.01
     state = stationary_state(H, D, lr, mean=np.array([1.0, -2.0, 0.5]))
     w = rng.normal(size=(5, 4, 3))
@@ -143,7 +144,7 @@ def test_velocity_is_current_over_density():
 
 def test_ep_rate_is_mean_of_v_D_inverse_v():
     # Pi = <v^T D^-1 v> over N(w_bar, Sigma) with v = M dw, i.e. tr(M^T D^-1 M Sigma).
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(shifted_seed(3))
     state = stationary_state(random_spd(rng, 4), random_spd(rng, 4), 0.02, np.zeros(4))
     M = state.velocity(np.eye(4)).T  # columns: v(e_j)
     expected = np.trace(M.T @ np.linalg.inv(state.D) @ M @ state.Sigma)
@@ -151,7 +152,7 @@ def test_ep_rate_is_mean_of_v_D_inverse_v():
 
 
 def test_equilibrium_iff_commuting():
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(shifted_seed(4))
     V = random_orthogonal(rng, 4)
     H = (V * np.array([1.0, 2.0, 5.0, 9.0])) @ V.T
     D_eq = 0.3 * H + 0.1 * H @ H + np.eye(4)  # a polynomial in H commutes with it
@@ -181,7 +182,7 @@ def test_two_dimensional_closed_form():
 
 
 def test_singular_diffusion_needs_rcond():
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(shifted_seed(5))
     H = random_spd(rng, 3)
     u = np.array([1.0, 0.0, 0.0])
     D = random_spd(rng, 3)
@@ -200,7 +201,7 @@ def test_singular_diffusion_needs_rcond():
 
 
 def test_stationary_state_bundle_is_frozen_and_read_only():
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(shifted_seed(6))
     H, D = random_spd(rng, 3), random_spd(rng, 3)
     mean = np.ones(3)
     state = stationary_state(H, D, 0.05, mean)

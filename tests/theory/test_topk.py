@@ -1,15 +1,24 @@
 """Top-k analysis (sgworld.theory.topk) against the dense path, where both fit.
 
 Deterministic checks; tolerances are round-off bounds. Products and Lanczos eigenpairs agree with
-the dense matrices to ~1e-13 relative; the stationary quantities pass through D^{-1} and Sigma^{-1}
-(condition numbers ~1e4 here), so they are compared at 1e-9.
+the dense matrices to ~1e-13 relative; the stationary matrices pass through Sigma^{-1} (condition
+number ~1e2-1e4 here), so they are compared at 1e-9. The entropy production rate also passes through
+D^{-1}, whose condition number depends on the random instance (1e5 to 5e10 over 40 seeds: a hidden
+unit whose per-sample gradients nearly agree leaves S a nearly null direction), so its tolerance is
+the round-off bound p * eps * kappa computed from the instance, kappa being the rate's condition
+number with respect to D and Sigma (measured errors: below 0.5 eps kappa).
+
+The step size is set relative to the instance, lr = 0.1 / h_max, so that the WR iteration has a
+stationary state (lr h_max < 2) whatever the seed.
 """
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torch import nn
 
+from conftest import shifted_seed
 from sgworld import Problem
 from sgworld.problems import from_module
 from sgworld.theory.point import find_minimum, gradient_covariance, wr_theory
@@ -23,7 +32,7 @@ from sgworld.theory.topk import (
     topk_theory,
 )
 
-LR, BATCH = 1e-3, 10
+LR_HMAX, BATCH = 0.1, 10
 CACHE_MODES = {"cached": 1 << 30, "jvp": 0}  # per-sample gradients in memory, or recomputed per product
 
 
@@ -33,14 +42,28 @@ def relative(a, b):
 
 @pytest.fixture(scope="module")
 def mlp():
-    """A tanh network (3-5-1, p = 26) on N = 150 noisy regression samples; its minimum by Newton."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(150, 3))
-    y = np.sin(X @ [1.0, -0.5, 0.3]) + 0.1 * rng.normal(size=150)
-    problem = from_module(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)), X, y, noise_std=0.3)
-    w_star, _ = find_minimum(problem)
-    return problem, w_star, wr_theory(problem, w_star, LR, BATCH)
+    """A tanh network (3-5-1, p = 26) on N = 150 noisy regression samples; its minimum by Newton; the
+    dense WR theory at lr = LR_HMAX / h_max.
+
+    Newton can end in a minimum where two hidden units cancel (opposite weights: tanh is odd), along
+    which every per-sample gradient agrees, so S and D are singular and there is no entropy production
+    to compare (1 draw in 40). Such a draw is ill-posed for these tests and is replaced by the next
+    one (seed + 1000), up to 5 times.
+    """
+    for attempt in range(5):
+        torch.manual_seed(shifted_seed(1000 * attempt))
+        rng = np.random.default_rng(shifted_seed(1000 * attempt))
+        X = rng.normal(size=(150, 3))
+        y = np.sin(X @ [1.0, -0.5, 0.3]) + 0.1 * rng.normal(size=150)
+        problem = from_module(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)), X, y, noise_std=0.3)
+        w_star, _ = find_minimum(problem)
+        s = np.linalg.eigvalsh(gradient_covariance(problem, w_star))
+        if s[0] > 1e-12 * s[-1]:
+            break
+    else:
+        raise AssertionError("five draws in a row had a singular gradient covariance at their minimum")
+    lr = LR_HMAX / np.linalg.eigvalsh(problem.hessian(torch.tensor(w_star)).numpy())[-1]
+    return problem, w_star, wr_theory(problem, w_star, lr, BATCH)
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +72,28 @@ def block_problem():
     whose sample covariance is exactly block-diagonal (blocks of 3 and 5 parameters): H = N A and
     S = N^2 A Cov(x) A are block-diagonal, and the stiff block (A's eigenvalues 10-30 against 1-3)
     is the top-3 Hessian eigenspace. Within each block A and Cov(x) do not commute (out of
-    equilibrium), so the blocks produce entropy independently: the total rate is their sum."""
-    rng = np.random.default_rng(7)
+    equilibrium), so the blocks produce entropy independently: the total rate is their sum.
+
+    Each block's Cov(x) is fixed relative to A's random eigenbasis q (a fixed tilt P between them:
+    A = q diag(a) q^T, Cov(x) = q P diag(c) P^T q^T, the sample covariance made exact by whitening), so
+    the random draw only rotates each block: the rates, and the stiff block's share of the total
+    (0.93), are the same whatever the seed."""
+    rng = np.random.default_rng(shifted_seed(7))
     n = 60
 
-    def spd(eigenvalues):
-        q, _ = np.linalg.qr(rng.normal(size=(len(eigenvalues), len(eigenvalues))))
-        return (q * eigenvalues) @ q.T
+    def block(a, c):
+        d = len(a)
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        tilt = scipy.linalg.expm(0.5 * (np.triu(np.ones((d, d)), 1) - np.tril(np.ones((d, d)), -1)))
+        return (q * a) @ q.T, np.linalg.cholesky((q @ tilt * c) @ (q @ tilt).T)
 
     A = np.zeros((8, 8))
-    A[:3, :3], A[3:, 3:] = spd([10.0, 20.0, 30.0]), spd([1.0, 1.5, 2.0, 2.5, 3.0])
-    xa = rng.normal(size=(n, 3)) @ rng.normal(size=(3, 3))
-    xb = rng.normal(size=(n, 5)) @ rng.normal(size=(5, 5))
-    xa, xb = xa - xa.mean(0), xb - xb.mean(0)
-    xb -= xa @ np.linalg.lstsq(xa, xb, rcond=None)[0]  # centred blocks orthogonal: Cov(x) block-diagonal
-    x = np.hstack([xa, xb]) + rng.normal(size=8)
+    A[:3, :3], La = block([10.0, 20.0, 30.0], [1.0, 3.0, 9.0])
+    A[3:, 3:], Lb = block([1.0, 1.5, 2.0, 2.5, 3.0], [0.5, 1.0, 2.0, 4.0, 8.0])
+    z = rng.normal(size=(n, 8))
+    z -= z.mean(0)
+    z = np.linalg.solve(np.linalg.cholesky(z.T @ z / n), z.T).T  # sample covariance exactly I
+    x = np.hstack([z[:, :3] @ La.T, z[:, 3:] @ Lb.T]) + rng.normal(size=8)  # Cov(x) = L L^T blockwise
     A_t = torch.tensor(A)
 
     def potential(w, xb_):
@@ -81,7 +111,7 @@ def test_operators_are_the_dense_matrices(mlp, mode):
     problem, _, _ = mlp
     w = problem.initial_params()  # a generic point (not a minimum)
     H, S = problem.hessian(w).numpy(), gradient_covariance(problem, w)
-    V = np.random.default_rng(1).normal(size=(problem.dim, 4))
+    V = np.random.default_rng(shifted_seed(1)).normal(size=(problem.dim, 4))
     for op, M in ((hessian_operator(problem, w, chunk_size=64), H),
                   (covariance_operator(problem, w, chunk_size=64, cache_bytes=CACHE_MODES[mode]), S)):
         assert relative(op @ V[:, 0], M @ V[:, 0]) < 1e-13
@@ -108,8 +138,8 @@ def test_top_eigenpairs_dense_fallback_and_checks(mlp):
     problem, w_star, _ = mlp
     op = hessian_operator(problem, w_star)
     lam, V = top_eigenpairs(op, problem.dim)  # 2k + 1 >= p: formed and diagonalised
-    np.testing.assert_allclose(lam, np.linalg.eigvalsh(problem.hessian(torch.tensor(w_star)).numpy())[::-1],
-                               rtol=1e-12)
+    dense = np.linalg.eigvalsh(problem.hessian(torch.tensor(w_star)).numpy())[::-1]
+    np.testing.assert_allclose(lam, dense, rtol=1e-12, atol=1e-12 * dense[0])  # eigh: absolute error ~ eps h_max
     with pytest.raises(ValueError, match="k = 0 is out of range"):
         top_eigenpairs(op, 0)
 
@@ -125,13 +155,26 @@ def test_subspace_gradient_covariance(mlp):
 # --------------------------------------------------------------------------- restricted theory
 
 
+def rate_condition_number(state):
+    """Relative condition number of ``rate = tr(Q^T D^-1 Q Sigma^-1)`` with respect to D and Sigma:
+    ``(|d rate / d D| |D| + |d rate / d Sigma| |Sigma|) / rate`` (spectral norms), with
+    ``d rate / d D = -D^-1 Q Sigma^-1 Q^T D^-1`` and ``d rate / d Sigma = -Sigma^-1 Q^T D^-1 Q Sigma^-1``."""
+    Di, Si, Q = np.linalg.inv(state.D), np.linalg.inv(state.Sigma), state.Q
+    dD, dS = Di @ Q @ Si @ Q.T @ Di, Si @ Q.T @ Di @ Q @ Si
+    norm = lambda m: np.linalg.norm(m, 2)
+    return (norm(dD) * norm(state.D) + norm(dS) * norm(state.Sigma)) / state.ep_rate
+
+
 def test_k_equals_p_is_the_dense_theory(mlp):
+    # k = p is the dense theory in the eigenbasis of H: the same numbers up to rounding. The rate's
+    # rounding is amplified by its condition number (up to ~1e10 for some seeds), hence its bound.
     problem, w_star, full = mlp
-    top = topk_theory(problem, w_star, LR, BATCH, problem.dim)
+    top = topk_theory(problem, w_star, full.state.lr, BATCH, problem.dim)
     for name in ("Sigma", "Q", "D", "H"):
         assert relative(top.lift(getattr(top.state, name)), getattr(full.state, name)) < 1e-9, name
     np.testing.assert_allclose(top.lift(np.eye(problem.dim)), np.eye(problem.dim), atol=1e-12)
-    np.testing.assert_allclose(top.ep_rate, full.ep_rate, rtol=1e-9)
+    rate_rtol = problem.dim * np.finfo(float).eps * rate_condition_number(full.state)
+    np.testing.assert_allclose(top.ep_rate, full.ep_rate, rtol=rate_rtol)
     np.testing.assert_allclose(top.commutator_ratio, full.commutator_ratio, rtol=1e-9)
     np.testing.assert_allclose(top.lr_hmax, full.lr_hmax, rtol=1e-12)
     np.testing.assert_allclose(top.project(w_star), top.state.mean)
@@ -144,7 +187,7 @@ def test_subspace_quantities_are_blocks_of_the_dense_ones(mlp):
     problem, w_star, full = mlp
     rates = []
     for k in (2, 5, 9, 12):
-        top = topk_theory(problem, w_star, LR, BATCH, k)
+        top = topk_theory(problem, w_star, full.state.lr, BATCH, k)
         V = top.basis
         assert relative(top.state.Sigma, V.T @ full.Sigma @ V) < 1e-9
         assert relative(top.state.Q, V.T @ full.Q @ V) < 1e-9
@@ -154,9 +197,10 @@ def test_subspace_quantities_are_blocks_of_the_dense_ones(mlp):
 
 
 def test_cached_and_recomputed_gradients_agree(mlp):
-    problem, w_star, _ = mlp
-    a = topk_theory(problem, w_star, LR, BATCH, 4, cache_bytes=CACHE_MODES["cached"])
-    b = topk_theory(problem, w_star, LR, BATCH, 4, cache_bytes=CACHE_MODES["jvp"], chunk_size=32)
+    problem, w_star, full = mlp
+    lr = full.state.lr
+    a = topk_theory(problem, w_star, lr, BATCH, 4, cache_bytes=CACHE_MODES["cached"])
+    b = topk_theory(problem, w_star, lr, BATCH, 4, cache_bytes=CACHE_MODES["jvp"], chunk_size=32)
     assert relative(a.state.Sigma, b.state.Sigma) < 1e-12
     np.testing.assert_allclose(a.ep_rate, b.ep_rate, rtol=1e-10)
 
@@ -176,16 +220,17 @@ def test_invariant_subspace_gives_the_dense_block(block_problem):
 
 
 def test_bad_input_is_named(mlp):
-    problem, w_star, _ = mlp
+    problem, w_star, full = mlp
+    lr = full.state.lr
     with pytest.raises(ValueError, match="not a minimum"):
-        topk_theory(problem, problem.initial_params(), LR, BATCH, problem.dim)
+        topk_theory(problem, problem.initial_params(), lr, BATCH, problem.dim)
     with pytest.raises(ValueError, match="out of range"):
-        topk_theory(problem, w_star, LR, BATCH, problem.dim + 1)
+        topk_theory(problem, w_star, lr, BATCH, problem.dim + 1)
     with pytest.raises(ValueError, match="unknown scheme"):
-        topk_theory(problem, w_star, LR, BATCH, 3, scheme="wor")
+        topk_theory(problem, w_star, lr, BATCH, 3, scheme="wor")
     with pytest.raises(ValueError, match="basis must have shape"):
         subspace_gradient_covariance(problem, w_star, np.eye(3))
-    top = topk_theory(problem, w_star, LR, BATCH, 3)
+    top = topk_theory(problem, w_star, lr, BATCH, 3)
     off = w_star + 10 * np.sqrt(top.state.Sigma[0, 0]) * top.basis[:, 0]  # 10 standard deviations away
     with pytest.raises(ValueError, match="not at a minimum"):
-        topk_theory(problem, off, LR, BATCH, 3)
+        topk_theory(problem, off, lr, BATCH, 3)

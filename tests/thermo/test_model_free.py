@@ -25,6 +25,7 @@ from sgworld.thermo.trajectory import (
     exact_linear_gaussian_entropy_production,
 )
 
+from conftest import shifted_seed
 from scenarios import rotation, simulate_linear_gaussian, exact_ou
 
 Z = 4.5
@@ -46,7 +47,7 @@ DC_NEQ = rotation(np.pi / 4) @ np.diag([1.0, 0.2]) @ rotation(np.pi / 4).T
 def neq():
     F, N, C = exact_ou(H_NEQ, DC_NEQ, DT)
     path = simulate_linear_gaussian(F, N, C, CHAINS, STEPS, seed=21)
-    return dict(F=F, N=N, C=C, path=path, fit=fit_linear_drift(path, n_boot=200, seed=1))
+    return dict(F=F, N=N, C=C, path=path, fit=fit_linear_drift(path, n_boot=200, seed=shifted_seed(1)))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def eq():
     H_phi = np.array([[2.0, 0.5], [0.5, 1.0]])
     F, N, C = exact_ou(DC_NEQ @ H_phi, DC_NEQ, DT)  # drift -Dc grad phi: equilibrium
     path = simulate_linear_gaussian(F, N, C, CHAINS, STEPS, seed=22)
-    return dict(F=F, N=N, C=C, path=path, fit=fit_linear_drift(path, n_boot=200, seed=2))
+    return dict(F=F, N=N, C=C, path=path, fit=fit_linear_drift(path, n_boot=200, seed=shifted_seed(2)))
 
 
 def test_fit_recovers_drift_and_diffusion(neq):
@@ -142,8 +143,8 @@ def test_centring_keeps_precision_at_tiny_spread():
 def test_bootstrap_is_reproducible_and_optional():
     F, N, C = exact_ou(H_NEQ, DC_NEQ, DT)
     path = simulate_linear_gaussian(F, N, C, 20, 200, seed=24)
-    a = fit_linear_drift(path, n_boot=30, seed=5)
-    b = fit_linear_drift(path, n_boot=30, seed=np.random.default_rng(5))
+    a = fit_linear_drift(path, n_boot=30, seed=shifted_seed(5))
+    b = fit_linear_drift(path, n_boot=30, seed=np.random.default_rng(shifted_seed(5)))
     assert a.ep_rate_stderr == b.ep_rate_stderr and a.n_boot == 30
     none = fit_linear_drift(path, n_boot=0)
     assert np.isnan(none.ep_rate_stderr) and none.n_boot == 0
@@ -152,7 +153,7 @@ def test_bootstrap_is_reproducible_and_optional():
 
 
 def test_bad_input():
-    rng = np.random.default_rng(25)
+    rng = np.random.default_rng(shifted_seed(25))
     frozen = rng.normal(size=(4, 100, 2))
     frozen[..., 1] = 3.0  # a parameter that never moves
     with pytest.raises(ValueError, match="singular"):

@@ -31,7 +31,7 @@ from sgworld.thermo.trajectory import (
     window_sums,
 )
 
-from conftest import assert_within_se
+from conftest import assert_within_se, shifted_seed
 
 R, THETA = 0.5, 0.05
 F = R * np.array([[np.cos(THETA), -np.sin(THETA)], [np.sin(THETA), np.cos(THETA)]])
@@ -57,7 +57,8 @@ def exact_rate(F, noise_cov):
 
 @pytest.fixture(scope="module")
 def path():
-    return np.concatenate(list(simulate_linear_gaussian_chunks(F, NOISE, STEPS, chains=CHAINS, seed=5)), axis=1)
+    chunks = simulate_linear_gaussian_chunks(F, NOISE, STEPS, chains=CHAINS, seed=shifted_seed(5))
+    return np.concatenate(list(chunks), axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +67,10 @@ def reference(path):
     out = {"rate": chain_mean(sigma)}
     for k in WINDOWS:
         x = window_sums(sigma, k)
-        out[k] = (integral_fluctuation_theorem(x, n_boot=N_BOOT, seed=k),
-                  detailed_fluctuation_theorem(x, bins=6, max_abs=MAX_ABS[k], min_count=5, n_boot=N_BOOT, seed=k),
-                  detailed_fluctuation_theorem(x, bins=6, min_count=5, n_boot=N_BOOT, seed=k))
+        out[k] = (integral_fluctuation_theorem(x, n_boot=N_BOOT, seed=shifted_seed(k)),
+                  detailed_fluctuation_theorem(x, bins=6, max_abs=MAX_ABS[k], min_count=5, n_boot=N_BOOT,
+                                               seed=shifted_seed(k)),
+                  detailed_fluctuation_theorem(x, bins=6, min_count=5, n_boot=N_BOOT, seed=shifted_seed(k)))
     return out
 
 
@@ -95,12 +97,12 @@ def assert_same_as_in_memory(stream, reference):
     assert_close(rate.stderr, reference["rate"].stderr, "rate stderr")
     for k in WINDOWS:
         ift, dft_fixed, dft_default = reference[k]
-        got = stream.integral_ft(k, n_boot=N_BOOT, seed=k)
+        got = stream.integral_ft(k, n_boot=N_BOOT, seed=shifted_seed(k))
         for field in ("mean_exp", "mean_exp_ci", "mean_exp_stderr", "ratio", "ratio_ci", "ratio_stderr",
                       "mean_delta_s"):
             assert_close(getattr(got, field), getattr(ift, field), f"IFT k={k} {field}")
         assert (got.n_windows, got.n_units, got.resample) == (ift.n_windows, ift.n_units, ift.resample)
-        got = stream.detailed_ft(k, min_count=5, n_boot=N_BOOT, seed=k)
+        got = stream.detailed_ft(k, min_count=5, n_boot=N_BOOT, seed=shifted_seed(k))
         expected = dft_fixed if k == 7 else dft_default
         for field in ("slope", "slope_ci", "slope_stderr", "edges", "centers", "log_ratio", "log_ratio_stderr"):
             assert_close(getattr(got, field), getattr(expected, field), f"DFT k={k} {field}")
@@ -131,8 +133,8 @@ def test_blocks_of_one_window_are_the_window_bootstrap(path):
     one = path[:1]
     stream = stream_in_chunks(one, [333] * 12, block_steps=50)
     expected = integral_fluctuation_theorem(window_sums(entropy_production_steps(one, STATE), 50), n_boot=N_BOOT,
-                                            seed=3, resample="windows")
-    got = stream.integral_ft(50, n_boot=N_BOOT, seed=3, resample="blocks")
+                                            seed=shifted_seed(3), resample="windows")
+    got = stream.integral_ft(50, n_boot=N_BOOT, seed=shifted_seed(3), resample="blocks")
     for field in ("mean_exp", "mean_exp_ci", "mean_exp_stderr", "ratio", "ratio_ci", "mean_delta_s"):
         assert_close(getattr(got, field), getattr(expected, field), field)
     assert got.n_units == expected.n_units == (STEPS - 1) // 50
@@ -148,10 +150,11 @@ def test_rate_batch_means(path):
 
 
 def test_simulation_is_independent_of_chunking():
-    whole = np.concatenate(list(simulate_linear_gaussian_chunks(F, NOISE, 500, chains=3, seed=1)), axis=1)
+    whole = np.concatenate(list(simulate_linear_gaussian_chunks(F, NOISE, 500, chains=3, seed=shifted_seed(1))), axis=1)
     assert whole.shape == (3, 500, 2)
     for chunk_steps in (1, 7, 499):
-        chunks = list(simulate_linear_gaussian_chunks(F, NOISE, 500, chains=3, chunk_steps=chunk_steps, seed=1))
+        chunks = list(simulate_linear_gaussian_chunks(F, NOISE, 500, chains=3, chunk_steps=chunk_steps,
+                                                      seed=shifted_seed(1)))
         assert all(c.shape[1] == chunk_steps for c in chunks[:-1])
         np.testing.assert_allclose(np.concatenate(chunks, axis=1), whole, rtol=0, atol=1e-13)
 
@@ -159,8 +162,9 @@ def test_simulation_is_independent_of_chunking():
 def test_simulation_is_the_stationary_recursion():
     # Lag-0 and lag-1 covariances against C and F C, over 400 independent chains (8 checks at
     # 5.7e-7 each).
-    x = np.concatenate(list(simulate_linear_gaussian_chunks(F, NOISE, 500, chains=400, chunk_steps=128,
-                                                            seed=2, mean=[1.0, -2.0])), axis=1) - [1.0, -2.0]
+    chunks = simulate_linear_gaussian_chunks(F, NOISE, 500, chains=400, chunk_steps=128, seed=shifted_seed(2),
+                                             mean=[1.0, -2.0])
+    x = np.concatenate(list(chunks), axis=1) - [1.0, -2.0]
     C = solve_lyapunov(np.eye(2) - F, NOISE / 2, 1.0, symmetric=False, discrete=True)
     lag0 = np.einsum("cni,cnj->cij", x, x) / x.shape[1]
     lag1 = np.einsum("cni,cnj->cij", x[:, 1:], x[:, :-1]) / (x.shape[1] - 1)
@@ -175,7 +179,7 @@ def long_chain():
     midpoint = EntropyProductionStream.from_state(STATE, **kwargs)
     exact = EntropyProductionStream(lambda w: exact_linear_gaussian_entropy_production(F, NOISE, w), (30, 99),
                                     **kwargs)
-    for chunk in simulate_linear_gaussian_chunks(F, NOISE, 2 * 10**6, chunk_steps=1 << 17, seed=11):
+    for chunk in simulate_linear_gaussian_chunks(F, NOISE, 2 * 10**6, chunk_steps=1 << 17, seed=shifted_seed(11)):
         midpoint.update(chunk)
         exact.update(chunk)
     return midpoint, exact
@@ -192,10 +196,10 @@ def test_rate_matches_exact_linear_gaussian_value(long_chain):
 @pytest.mark.parametrize("k", [30, 99])  # <Delta s> = 0.30 and 1.00
 def test_fluctuation_theorems_hold_on_a_long_chain(long_chain, k):
     _, exact = long_chain
-    ift = exact.integral_ft(k, n_boot=400, seed=1, resample="blocks")
+    ift = exact.integral_ft(k, n_boot=400, seed=shifted_seed(1), resample="blocks")
     assert ift.n_units == 200 and ift.mean_exp_stderr < 0.03  # 0.006 (k = 30), 0.019 (k = 99)
     assert_within_se(ift.mean_exp, 1.0, ift.mean_exp_stderr, what=f"IFT k={k}")
-    dft = exact.detailed_ft(k, n_boot=400, seed=1, resample="blocks")
+    dft = exact.detailed_ft(k, n_boot=400, seed=shifted_seed(1), resample="blocks")
     assert dft.slope_stderr < 0.05
     assert_within_se(dft.slope, 1.0, dft.slope_stderr, what=f"DFT slope k={k}")
 

@@ -34,6 +34,7 @@ from sgworld.thermo.trajectory import (
     window_sums,
 )
 
+from conftest import shifted_seed
 from scenarios import rotation, simulate_linear_gaussian, exact_ou
 
 Z = 4.5
@@ -194,7 +195,7 @@ def test_exact_linear_gaussian_entropy_production():
 def test_exact_entropy_production_vanishes_for_a_reversible_chain():
     # F symmetric, N = I: F C is symmetric (detailed balance), so s_n = 0 identically.
     F = np.array([[0.6, 0.2], [0.2, 0.3]])
-    path = np.random.default_rng(14).normal(size=(3, 40, 2))  # any path: the bilinear form is zero
+    path = np.random.default_rng(shifted_seed(14)).normal(size=(3, 40, 2))  # any path: the bilinear form is zero
     assert np.abs(exact_linear_gaussian_entropy_production(F, np.eye(2), path)).max() < 1e-12
 
 
@@ -245,12 +246,12 @@ def test_as_path_shapes_and_errors():
 
 
 def test_single_chain_has_nan_stderr():
-    est = areal_velocity(np.random.default_rng(0).normal(size=(50, 2)))
+    est = areal_velocity(np.random.default_rng(shifted_seed(0)).normal(size=(50, 2)))
     assert isinstance(est, Estimate) and est.n_chains == 1 and np.all(np.isnan(est.stderr))
 
 
 def test_bootstrap_sums_match_explicit_resampling():
-    values = np.random.default_rng(0).normal(size=(7, 2, 3))
-    out = bootstrap_sums(values, 5, np.random.default_rng(1))
-    idx = np.random.default_rng(1).integers(0, 7, size=(5, 7))
+    values = np.random.default_rng(shifted_seed(0)).normal(size=(7, 2, 3))
+    out = bootstrap_sums(values, 5, np.random.default_rng(shifted_seed(1)))
+    idx = np.random.default_rng(shifted_seed(1)).integers(0, 7, size=(5, 7))
     np.testing.assert_allclose(out, values[idx].sum(axis=1), rtol=1e-12)
