@@ -92,6 +92,13 @@ def test_print_config_shows_resolved_settings_and_writes_nothing(tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["chains"] == -1
 
 
+def test_output_cut_short_by_its_reader_is_not_a_traceback():
+    """``sgworld run STUDY --print-config | true``: the closed pipe ends the command quietly."""
+    proc = subprocess.run(f"{sys.executable} -m sgworld run posterior --print-config | true", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stderr == ""
+
+
 # --------------------------------------------------------------------------- messages that give the right advice
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -259,6 +260,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("sgworld: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. '| head'): no traceback, as for other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover
