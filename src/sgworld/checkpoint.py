@@ -12,10 +12,12 @@ checkpoint in place and usable.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ._disk import free_bytes, is_disk_full, require_space
@@ -106,3 +108,17 @@ def load_checkpoint(folder: str | os.PathLike) -> dict | None:
 def remove_checkpoints(folder: str | os.PathLike) -> None:
     for name in (CURRENT, PREVIOUS, CURRENT + ".tmp"):
         (Path(folder) / name).unlink(missing_ok=True)
+
+
+def data_digest(*arrays) -> str:
+    """SHA-256 (first 20 hex digits) of arrays' dtypes, shapes and bytes: what a checkpoint belongs to
+    (a sampling run's data and starting points, a study's data)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        a = np.ascontiguousarray(array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array))
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()[:20]

@@ -8,7 +8,6 @@ updates, every few hundred steps at most).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import time
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._checks import check_choice, check_int_range
 from .batching import EPOCH_SCHEMES, IndexStream
-from .checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
+from .checkpoint import data_digest, load_checkpoint, remove_checkpoints, save_checkpoint
 from .divergence import LANGEVIN_KERNELS, GrowthMonitor, check_step_size
 from .errors import DivergenceError
 from .problems import Problem
@@ -188,7 +187,7 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
     writer, resumed = None, None
     if out is not None:
         out = Path(out)
-        meta["fingerprint"] = _fingerprint(problem, position)
+        meta["fingerprint"] = data_digest(*problem.data, position)  # the run continues the same problem
         finished, resumed = _existing_run(out, meta)
         if finished is not None:
             return finished
@@ -333,14 +332,6 @@ def _run_blocks(kernel: Kernel, state, stream, noise_gen, done: int, total: int,
 def _bar_disabled(progress: bool | None) -> bool | None:
     """tqdm's ``disable``: None hides the bar when the output is not a terminal."""
     return None if progress is None else not progress
-
-
-def _fingerprint(problem: Problem, position: torch.Tensor) -> str:
-    """Hash of the data and the initial positions: a resumed run must continue the same problem."""
-    digest = hashlib.sha256()
-    for tensor in (*problem.data, position):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:20]
 
 
 def _existing_run(out: Path, meta: dict) -> tuple[Trace | None, dict | None]:

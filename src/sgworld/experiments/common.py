@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import __version__
 from .._disk import free_bytes
+from ..checkpoint import data_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,19 +220,6 @@ def write_config(out_dir: str | os.PathLike, config, **extra) -> Path:
 #: ``field(metadata={"fingerprint": False})`` when it cannot change results.
 NOT_FINGERPRINTED = frozenset({"data", "data_dir"})
 FINGERPRINT_FILE = "fingerprint.json"
-
-
-def data_digest(*arrays) -> str:
-    """SHA-256 (first 20 hex digits) of arrays' dtypes, shapes and bytes."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        if array is None:
-            digest.update(b"none")
-            continue
-        a = np.ascontiguousarray(array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array))
-        digest.update(f"{a.dtype.str}{a.shape}".encode())
-        digest.update(a.tobytes())
-    return digest.hexdigest()[:20]
 
 
 def fingerprinted_settings(config) -> dict:
