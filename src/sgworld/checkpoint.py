@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._atomic import atomic_write
 from ._disk import free_bytes, is_disk_full, require_space
 from .errors import CheckpointError, DiskSpaceError
 
@@ -56,23 +57,17 @@ def save_checkpoint(folder: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` as the folder's newest checkpoint (see the module docstring); DiskSpaceError
     when the disk cannot hold it, with the previous checkpoint left as it was."""
     folder = Path(folder)
-    current, tmp = folder / CURRENT, folder / (CURRENT + ".tmp")
+    current = folder / CURRENT
     needed = checkpoint_size(payload) + _OVERHEAD
     require_space(folder, needed, "a checkpoint")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_write(current, keep_previous=folder / PREVIOUS) as fh:
             torch.save({"format": _FORMAT, **payload}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         if is_disk_full(exc):
             raise DiskSpaceError(folder, needed, free_bytes(folder), "a checkpoint") from None
         require_space(folder, needed, "a checkpoint")  # torch.save may wrap a full disk's OSError
         raise
-    if current.exists():
-        os.replace(current, folder / PREVIOUS)
-    os.replace(tmp, current)
     return current
 
 

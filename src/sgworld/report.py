@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 
 from . import __version__
+from ._atomic import atomic_write
 
 LOG_LINES = 40  # lines of run.log shown
 
@@ -219,7 +220,6 @@ def write_report(run_dir) -> Path:
     study = _load_study(config.get("study"), config_path)
     metrics = _read_json(run_dir / "metrics.json", run_dir)
     out = run_dir / "report.html"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(run_dir, config, metrics, study), encoding="utf-8")
-    tmp.replace(out)  # atomic: a reader never sees half a report
+    with atomic_write(out, "w", encoding="utf-8") as fh:  # a reader never sees half a report
+        fh.write(render(run_dir, config, metrics, study))
     return out

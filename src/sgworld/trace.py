@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._disk import free_bytes, is_disk_full, require_space, reserve
 from .errors import DiskSpaceError, TraceFileError
 
@@ -78,11 +79,9 @@ class Trace:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             np.savez(fh, draws=self.draws, steps=self.steps,
                      meta=np.array(json.dumps({"format": _FORMAT, **self.meta})))
-        os.replace(tmp, path)
         return path
 
     @classmethod
@@ -167,9 +166,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, indent=1))
 
 
 class TraceWriter:

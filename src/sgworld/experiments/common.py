@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._atomic import atomic_write
 from .._disk import free_bytes
 from ..checkpoint import data_digest
 
@@ -201,9 +202,8 @@ def to_jsonable(obj):
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
     return path
 
 
@@ -336,12 +336,8 @@ class StudyCheckpoints:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.fingerprint is not None:
             arrays["__fingerprint__"] = np.array(self.fingerprint)
-        tmp = self.root / f"{name}.npz.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_write(self.root / f"{name}.npz") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / f"{name}.npz")
 
     def load(self, name: str) -> dict | None:
         """The arrays saved as ``name``, or None (also for a corrupt file, which is then recomputed).
