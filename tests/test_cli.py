@@ -67,7 +67,7 @@ def test_module_entry_point():
 def test_study_help_lists_settings_with_defaults_and_ranges(capsys, study):
     import dataclasses
 
-    from sgworld.cli import load_study
+    from sgworld.experiments import load_study
 
     with pytest.raises(SystemExit) as exc:
         main(["run", study, "--help"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -27,24 +26,11 @@ import torch
 
 from . import __version__
 from .errors import DivergenceError
+from .experiments import STUDIES, load_study
 from .experiments.common import (ConfigError, describe_settings, load_toml, parse_sets, resolve_config,
                                  to_jsonable)
 from .outdir import FolderLock, check_out_folder, clear_run
 from .run import torch_threads
-
-STUDIES = {
-    "posterior": "sgworld.experiments.posterior",
-    "regression": "sgworld.experiments.regression",
-    "digits": "sgworld.experiments.digits",
-    "hmc": "sgworld.experiments.hmc",
-}
-
-
-def load_study(name: str):
-    if name not in STUDIES:
-        raise ConfigError(f"unknown study {name!r}; available: {', '.join(STUDIES)} (see 'sgworld list')")
-    return importlib.import_module(STUDIES[name])
-
 
 class StudyHelp(argparse.Action):
     """``run --help``; after a study name (``run STUDY --help``) also the study's settings, from its Config."""

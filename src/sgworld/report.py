@@ -53,7 +53,7 @@ def _read_json(path: Path, run_dir: Path) -> dict:
 
 
 def _load_study(name, config_path: Path):
-    from .cli import STUDIES, load_study
+    from .experiments import STUDIES, load_study
 
     if not isinstance(name, str):
         raise ValueError(f"{config_path} names no study (key 'study'); re-run the study with this sgworld version")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgworld.cli import STUDIES, load_study
+from sgworld.experiments import STUDIES, load_study
 from sgworld.experiments import common, posterior
 from sgworld.experiments.common import (ConfigError, StudyCheckpoints, check_resources, describe_settings,
                                         resolve_config)

@@ -10,4 +10,14 @@ from .langevin import stochastic_gradient_kernel
 
 
 def sgld(problem: Problem, lr: float, temperature: float = 1.0) -> Kernel:
+    """SGLD kernel: ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi``, ``xi ~ N(0, I)``, B drawn ``wr``.
+
+    ``L_B`` is the minibatch mean of the per-sample potentials ``U_i = -N log p(y_i | x_i, w) - log p(w)``
+    (docs/concepts.md), so the target is ``exp(-L/T)``, the posterior at ``T = 1``. Each step's batch is
+    b distinct indices drawn independently of all other steps; pass ``scheme=`` to ``sample`` for another
+    stream. Welling & Teh's step size is ``eps = 2 lr``.
+
+    References: M. Welling, Y. W. Teh, "Bayesian learning via stochastic gradient Langevin dynamics",
+    ICML 2011; S. Adhikari et al., "Machine learning in and out of equilibrium", arXiv:2306.03521.
+    """
     return stochastic_gradient_kernel(problem, lr, temperature, "wr", "sgld")

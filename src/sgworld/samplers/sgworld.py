@@ -12,4 +12,14 @@ from .langevin import stochastic_gradient_kernel
 
 
 def sgworld(problem: Problem, lr: float, temperature: float = 1.0) -> Kernel:
+    """SGWORLD kernel: ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi``, ``xi ~ N(0, I)``, B from ``wor``.
+
+    The same update rule as :func:`sgld`, with the batches of a fresh random permutation of the N
+    samples each epoch, cut into ``M = floor(N / b)`` batches (the remainder is dropped). The target is
+    ``exp(-L/T)``; the minibatch noise cancels within each epoch (docs/concepts.md), which leaves an
+    O(lr) error of the order of full-batch Langevin's.
+
+    Reference: S. Adhikari, A. Kabakçıoğlu, A. Strang, D. Yuret, M. Hinczewski, "Machine learning in and
+    out of equilibrium", arXiv:2306.03521.
+    """
     return stochastic_gradient_kernel(problem, lr, temperature, "wor", "sgworld")
