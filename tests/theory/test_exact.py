@@ -4,7 +4,7 @@ Three kinds of check:
 
 * exact algebra: the batch factor by enumerating batches; the solver against an independent
   reference that averages the explicit random affine maps (every batch / every permutation, written
-  with plain loops) and solves the *raw* second-moment recursion of the brief; closed forms (ULA,
+  with plain loops) and solves the *raw* second-moment recursion of the update; closed forms (ULA,
   discrete Lyapunov for a fixed epoch order). Tolerances are rounding-level.
 * Monte Carlo: a brute-force many-chain simulation written here. Standard errors come from the spread
   of the independent chains' own averages (valid whatever the autocorrelation within a chain);

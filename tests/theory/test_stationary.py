@@ -21,7 +21,7 @@ from sgworld.theory.stationary import (
     velocity,
 )
 
-# The Hessian eigenvalues of the paper's regression example at w* (DESIGN.md Sec. 3).
+# The Hessian eigenvalues of the paper's regression example at w* (docs/regression.md).
 PAPER_EIGENVALUES = np.array([55.02, 58.52, 397.3, 1849, 3098, 24658, 28318])
 
 
@@ -218,6 +218,22 @@ def test_stationary_state_bundle_is_frozen_and_read_only():
     assert state.mean[0] == 1.0
 
 
+def test_derived_quantities_of_the_state():
+    # Symmetric H: lr h_max with the largest eigenvalue; a per-epoch state (time step lr M) gives lr M h_max.
+    H, D = np.diag([1.0, 4.0]), np.array([[1.0, 0.3], [0.3, 2.0]])
+    state = stationary_state(H, D, 0.01, np.zeros(2))
+    assert state.lr_hmax == pytest.approx(0.04, rel=1e-15)
+    assert stationary_state(H, D, 0.01 * 10, np.zeros(2)).lr_hmax == pytest.approx(0.4, rel=1e-15)
+    assert state.commutator_ratio == commutator_ratio(H, D) > 0
+    assert state.ep_rate == entropy_production_rate(state.Q, D, state.Sigma) > 0
+    assert state.ep_rate is state.ep_rate  # computed once
+    # A non-symmetric drift (a fitted K): the largest eigenvalue modulus, here of a rotation-like K.
+    K = np.array([[0.1, 0.2], [-0.2, 0.1]])  # eigenvalues 0.1 +- 0.2i
+    fitted = stationary_state(K, 0.01 * np.eye(2), 1.0, np.zeros(2), symmetric=False, discrete=True)
+    assert fitted.lr_hmax == pytest.approx(np.hypot(0.1, 0.2), rel=1e-12)
+    assert fitted.commutator_ratio == commutator_ratio(K, 0.01 * np.eye(2))
+
+
 def test_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     H = torch.tensor([[2.0, 0.1], [0.1, 1.0]], dtype=torch.float32)
@@ -240,7 +256,8 @@ D2 = np.array([[1.0, 0.1], [0.1, 0.5]])
 
 
 @pytest.mark.parametrize("H, D, kwargs, match", [
-    (np.diag([1.0, -0.5]), D2, {}, r"not a minimum: Hessian has eigenvalue -0.5 < 0; run Newton / more SGD first"),
+    (np.diag([1.0, -0.5]), D2, {}, r"not a minimum of L: the Hessian is not positive definite \(smallest "
+                                   r"eigenvalue -0\.5, largest 1\).*find_minimum"),
     (np.diag([1.0, 0.0]), D2, {}, "Hessian is singular"),
     (np.array([[1.0, 0.5], [0.0, 1.0]]), D2, {}, "H must be symmetric"),
     (H2, np.array([[1.0, 0.0], [0.0, -0.1]]), {}, "D must be positive semidefinite"),

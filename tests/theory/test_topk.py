@@ -21,7 +21,8 @@ from torch import nn
 from conftest import shifted_seed
 from sgworld import Problem
 from sgworld.problems import from_module
-from sgworld.theory.point import find_minimum, gradient_covariance, wr_theory
+from sgworld.theory.minimum import find_minimum, gradient_covariance
+from sgworld.theory.wr import wr_theory
 from sgworld.theory.stationary import stationary_state
 from sgworld.theory.topk import (
     covariance_operator,
@@ -174,9 +175,9 @@ def test_k_equals_p_is_the_dense_theory(mlp):
         assert relative(top.lift(getattr(top.state, name)), getattr(full.state, name)) < 1e-9, name
     np.testing.assert_allclose(top.lift(np.eye(problem.dim)), np.eye(problem.dim), atol=1e-12)
     rate_rtol = problem.dim * np.finfo(float).eps * rate_condition_number(full.state)
-    np.testing.assert_allclose(top.ep_rate, full.ep_rate, rtol=rate_rtol)
-    np.testing.assert_allclose(top.commutator_ratio, full.commutator_ratio, rtol=1e-9)
-    np.testing.assert_allclose(top.lr_hmax, full.lr_hmax, rtol=1e-12)
+    np.testing.assert_allclose(top.state.ep_rate, full.state.ep_rate, rtol=rate_rtol)
+    np.testing.assert_allclose(top.state.commutator_ratio, full.state.commutator_ratio, rtol=1e-9)
+    np.testing.assert_allclose(top.state.lr_hmax, full.state.lr_hmax, rtol=1e-12)
     np.testing.assert_allclose(top.project(w_star), top.state.mean)
 
 
@@ -189,11 +190,11 @@ def test_subspace_quantities_are_blocks_of_the_dense_ones(mlp):
     for k in (2, 5, 9, 12):
         top = topk_theory(problem, w_star, full.state.lr, BATCH, k)
         V = top.basis
-        assert relative(top.state.Sigma, V.T @ full.Sigma @ V) < 1e-9
-        assert relative(top.state.Q, V.T @ full.Q @ V) < 1e-9
-        assert relative(top.state.D, V.T @ full.D @ V) < 1e-12
-        rates.append(top.ep_rate)
-    assert 0 < rates[0] and np.all(np.diff(rates) > 0) and rates[-1] < full.ep_rate
+        assert relative(top.state.Sigma, V.T @ full.state.Sigma @ V) < 1e-9
+        assert relative(top.state.Q, V.T @ full.state.Q @ V) < 1e-9
+        assert relative(top.state.D, V.T @ full.state.D @ V) < 1e-12
+        rates.append(top.state.ep_rate)
+    assert 0 < rates[0] and np.all(np.diff(rates) > 0) and rates[-1] < full.state.ep_rate
 
 
 def test_cached_and_recomputed_gradients_agree(mlp):
@@ -202,19 +203,20 @@ def test_cached_and_recomputed_gradients_agree(mlp):
     a = topk_theory(problem, w_star, lr, BATCH, 4, cache_bytes=CACHE_MODES["cached"])
     b = topk_theory(problem, w_star, lr, BATCH, 4, cache_bytes=CACHE_MODES["jvp"], chunk_size=32)
     assert relative(a.state.Sigma, b.state.Sigma) < 1e-12
-    np.testing.assert_allclose(a.ep_rate, b.ep_rate, rtol=1e-10)
+    np.testing.assert_allclose(a.state.ep_rate, b.state.ep_rate, rtol=1e-10)
 
 
 def test_invariant_subspace_gives_the_dense_block(block_problem):
     problem, w_star, H = block_problem
     full = wr_theory(problem, w_star, 1e-4, BATCH)
-    assert relative(full.H, H) < 1e-12
-    block = [stationary_state(full.H[s, s], full.D[s, s], 1e-4, w_star[s]) for s in (slice(0, 3), slice(3, 8))]
-    np.testing.assert_allclose(full.ep_rate, block[0].ep_rate + block[1].ep_rate, rtol=1e-9)
+    assert relative(full.state.H, H) < 1e-12
+    H_full, D_full = full.state.H, full.state.D
+    block = [stationary_state(H_full[s, s], D_full[s, s], 1e-4, w_star[s]) for s in (slice(0, 3), slice(3, 8))]
+    np.testing.assert_allclose(full.state.ep_rate, block[0].ep_rate + block[1].ep_rate, rtol=1e-9)
     top = topk_theory(problem, w_star, 1e-4, BATCH, 3)  # Lanczos (2k + 1 < p = 8)
     np.testing.assert_allclose(top.basis @ top.basis.T, np.diag([1.0] * 3 + [0.0] * 5), atol=1e-12)
-    np.testing.assert_allclose(top.ep_rate, block[0].ep_rate, rtol=1e-9)
-    assert block[0].ep_rate > 0.1 * full.ep_rate  # the block carries a real part of the current
+    np.testing.assert_allclose(top.state.ep_rate, block[0].ep_rate, rtol=1e-9)
+    assert block[0].ep_rate > 0.1 * full.state.ep_rate  # the block carries a real part of the current
     for name in ("Sigma", "Q", "D"):
         assert relative(top.lift(getattr(top.state, name))[:3, :3], getattr(block[0], name)) < 1e-9, name
 

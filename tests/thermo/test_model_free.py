@@ -64,26 +64,26 @@ def test_fit_recovers_drift_and_diffusion(neq):
     assert isinstance(fit, LinearDriftFit) and n == CHAINS * (STEPS - 1) and fit.n_chains == CHAINS
     # OLS: Cov(K_i.) = N_ii C^{-1} / n; sample covariance of Gaussian noise: Var = (N_ii N_jj + N_ij^2) / n.
     se_K = np.sqrt(np.outer(np.diag(N), np.diag(np.linalg.inv(C))) / n)
-    assert np.all(np.abs((fit.K - (np.eye(2) - F)) / se_K) < Z)  # 4 checks
+    assert np.all(np.abs((fit.state.H - (np.eye(2) - F)) / se_K) < Z)  # 4 checks
     se_D = 0.5 * np.sqrt((np.outer(np.diag(N), np.diag(N)) + N**2) / n)
-    z_D = (fit.D - N / 2) / se_D
+    z_D = (fit.state.D - N / 2) / se_D
     assert np.all(np.abs(z_D[np.triu_indices(2)]) < Z)  # 3 checks
-    assert np.all(np.abs(fit.mu) < 0.05)
+    assert np.all(np.abs(fit.state.mean) < 0.05)
 
 
 def test_fitted_state_reuses_the_theory_path(neq):
     fit, path = neq["fit"], neq["path"]
     assert isinstance(fit.state, StationaryState) and fit.state.lr == 1.0
-    np.testing.assert_array_equal(fit.state.H, fit.K)
-    expected = stationary_state(fit.K, fit.D, 1.0, fit.mu, symmetric=False, discrete=True)
-    np.testing.assert_allclose(fit.Sigma, expected.Sigma, rtol=1e-12)
-    np.testing.assert_allclose(fit.Q, expected.Q, rtol=1e-12)
-    assert fit.ep_rate == entropy_production_rate(fit.Q, fit.D, fit.Sigma)
+    expected = stationary_state(fit.state.H, fit.state.D, 1.0, fit.state.mean, symmetric=False, discrete=True)
+    np.testing.assert_allclose(fit.state.Sigma, expected.Sigma, rtol=1e-12)
+    np.testing.assert_allclose(fit.state.Q, expected.Q, rtol=1e-12)
+    assert fit.state.ep_rate == entropy_production_rate(fit.state.Q, fit.state.D, fit.state.Sigma)
     np.testing.assert_array_equal(fit.entropy_production_steps(path[:10]),
                                   entropy_production_steps(path[:10], fit.state))
     np.testing.assert_array_equal(
         fit.exact_entropy_production_steps(path[:10]),
-        exact_linear_gaussian_entropy_production(np.eye(2) - fit.K, 2 * fit.D, path[:10], mean=fit.mu))
+        exact_linear_gaussian_entropy_production(np.eye(2) - fit.state.H, 2 * fit.state.D, path[:10],
+                                                 mean=fit.state.mean))
 
 
 def test_fitted_moments_match_the_trajectory(neq):
@@ -92,16 +92,16 @@ def test_fitted_moments_match_the_trajectory(neq):
     # of a standard error (measured over 5 seeds: at most 0.16 SE), so a 1 SE bound never binds.
     fit, path = neq["fit"], neq["path"]
     cov, A = empirical_covariance(path), areal_velocity(path)
-    assert np.all(np.abs(fit.Sigma - cov.value) < cov.stderr)
-    assert abs(fit.Q[0, 1] - A.value[0, 1]) < A.stderr[0, 1]
+    assert np.all(np.abs(fit.state.Sigma - cov.value) < cov.stderr)
+    assert abs(fit.state.Q[0, 1] - A.value[0, 1]) < A.stderr[0, 1]
 
 
 def test_model_free_Q_and_rate(neq):
     fit, F, N, C = neq["fit"], neq["F"], neq["N"], neq["C"]
     Q_exact = 0.5 * (C @ F.T - F @ C)
     rate_exact = entropy_production_rate(Q_exact, N / 2, C)
-    assert abs((fit.Q[0, 1] - Q_exact[0, 1]) / fit.Q_stderr[0, 1]) < Z
-    assert abs((fit.ep_rate - rate_exact) / fit.ep_rate_stderr) < Z
+    assert abs((fit.state.Q[0, 1] - Q_exact[0, 1]) / fit.Q_stderr[0, 1]) < Z
+    assert abs((fit.state.ep_rate - rate_exact) / fit.ep_rate_stderr) < Z
     assert fit.ep_rate_stderr < 0.02 * rate_exact  # resolved to 2%
     # and the continuous-time theory, per step: dt * tr(Q^T Dc^-1 Q C^-1), within its O(dt h) error
     theory = stationary_state(H_NEQ, DC_NEQ * DT, DT, np.zeros(2)).ep_rate
@@ -115,16 +115,16 @@ def test_model_free_sigma_mean_is_the_predicted_rate(neq):
     # (Measured over 5 seeds: at most 0.02 SE apart.)
     fit = neq["fit"]
     est = chain_mean(fit.entropy_production_steps(neq["path"]))
-    assert abs(est.value - fit.ep_rate) < 0.5 * fit.ep_rate_stderr
+    assert abs(est.value - fit.state.ep_rate) < 0.5 * fit.ep_rate_stderr
 
 
 def test_equilibrium_control(eq):
     fit = eq["fit"]
-    assert abs(fit.Q[0, 1] / fit.Q_stderr[0, 1]) < Z
+    assert abs(fit.state.Q[0, 1] / fit.Q_stderr[0, 1]) < Z
     # In 2-D the rate is c * Q_12^2, so "consistent with zero" is: below the rate at |Q_12| = Z SE.
     J = np.array([[0.0, 1.0], [-1.0, 0.0]])
-    bound = entropy_production_rate(Z * fit.Q_stderr[0, 1] * J, fit.D, fit.Sigma)
-    assert fit.ep_rate <= bound
+    bound = entropy_production_rate(Z * fit.Q_stderr[0, 1] * J, fit.state.D, fit.state.Sigma)
+    assert fit.state.ep_rate <= bound
     neq_rate = stationary_state(H_NEQ, DC_NEQ * DT, DT, np.zeros(2)).ep_rate
     assert bound < 1e-3 * neq_rate  # the control could have seen a rate 1000x below the nonequilibrium one
 
@@ -135,9 +135,9 @@ def test_centring_keeps_precision_at_tiny_spread():
     path = 3e-6 * simulate_linear_gaussian(F, N, C, 50, 400, seed=23)
     a = fit_linear_drift(path, n_boot=0)
     b = fit_linear_drift(path + np.array([1.0, -2.0]), n_boot=0)
-    np.testing.assert_allclose(b.K, a.K, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(b.D, a.D, rtol=1e-6)
-    np.testing.assert_allclose(b.mu - np.array([1.0, -2.0]), a.mu, atol=1e-12)
+    np.testing.assert_allclose(b.state.H, a.state.H, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b.state.D, a.state.D, rtol=1e-6)
+    np.testing.assert_allclose(b.state.mean - np.array([1.0, -2.0]), a.state.mean, atol=1e-12)
 
 
 def test_bootstrap_is_reproducible_and_optional():

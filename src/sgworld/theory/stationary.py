@@ -3,7 +3,8 @@
 Near a minimum ``w*`` with Hessian ``H`` and per-step diffusion ``D = D(w*)`` the update
 ``w_{n+1} = w_n - lr H (w_n - w*) + xi_n``, ``Cov[xi_n] = 2 D``, is (to leading order in ``lr``)
 an Ornstein-Uhlenbeck process with drift ``-lr H`` per step. Its Fokker-Planck stationary state is
-Gaussian, ``N(w_bar, Sigma)``, with (all per step; arXiv 2306.03521, Sec. 3 of DESIGN.md)::
+Gaussian, ``N(w_bar, Sigma)``, with (all per step; arXiv 2306.03521; docs/concepts.md, "SGD near a
+minimum")::
 
     H Sigma + Sigma H = (2 / lr) D                  (continuous Lyapunov equation)
     Q = (lr / 2) (H Sigma - Sigma H)                (circulation, antisymmetric)
@@ -28,11 +29,15 @@ and out of equilibrium", arXiv:2306.03521.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 import scipy.linalg
 
-from .._checks import check_positive
+from .._checks import (
+    SINGULAR_RCOND, SYMMETRY_RTOL, as_float64, check_minimum, check_positive, check_psd, check_square,
+    check_symmetric,
+)
 
 __all__ = [
     "solve_lyapunov",
@@ -45,54 +50,8 @@ __all__ = [
     "stationary_state",
 ]
 
-_SYMMETRY_RTOL = 1e-8  # relative asymmetry tolerated in H, D, Sigma (autodiff Hessians: ~1e-13)
-_SINGULAR_RCOND = 1e-12  # D with eigenvalue ratio below this is treated as singular
-
 
 # --------------------------------------------------------------------------- input checks
-
-
-def as_float64(x, name: str) -> np.ndarray:
-    """``x`` (numpy, torch or nested sequence) as a finite float64 numpy array; clear error otherwise."""
-    if hasattr(x, "detach"):  # torch.Tensor without importing torch here
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf); clean or drop them first")
-    return arr
-
-
-def _square(x, name: str, p: int | None = None) -> np.ndarray:
-    arr = as_float64(x, name)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name} must be a square (p, p) matrix, got shape {arr.shape}")
-    if p is not None and arr.shape[0] != p:
-        raise ValueError(f"{name} has shape {arr.shape} but the other matrices are ({p}, {p})")
-    return arr
-
-
-def _symmetrised(M: np.ndarray, name: str) -> np.ndarray:
-    scale = np.max(np.abs(M))
-    if np.max(np.abs(M - M.T)) > _SYMMETRY_RTOL * scale:
-        raise ValueError(f"{name} must be symmetric; max |{name} - {name}^T| = {np.max(np.abs(M - M.T)):.3g} "
-                         f"(relative {np.max(np.abs(M - M.T)) / scale:.3g})")
-    return 0.5 * (M + M.T)
-
-
-def _check_minimum(H: np.ndarray, lam: np.ndarray | None = None) -> None:
-    """ValueError unless ``H`` (eigenvalues ``lam``, ascending, if already known) is positive definite."""
-    lam = np.linalg.eigvalsh(H) if lam is None else lam
-    if lam[0] < 0:
-        raise ValueError(f"the point is not a minimum: Hessian has eigenvalue {lam[0]:.6g} < 0; "
-                         "run Newton / more SGD first")
-    if lam[0] <= lam[-1] * np.finfo(float).eps * H.shape[0]:
-        raise ValueError(f"the Hessian is singular (smallest eigenvalue {lam[0]:.3g}, largest {lam[-1]:.3g}): "
-                         "the stationary covariance is unbounded along a flat direction; add a prior "
-                         "(weight decay) or restrict to the non-flat subspace")
 
 
 def _check_stable(A: np.ndarray, discrete: bool, lam: np.ndarray | None = None) -> None:
@@ -111,18 +70,9 @@ def _check_stable(A: np.ndarray, discrete: bool, lam: np.ndarray | None = None) 
                              "<= 0 (not a stable / attracting point)")
 
 
-def _check_psd(D: np.ndarray, name: str = "D") -> np.ndarray:
-    """Symmetrised ``D`` after checking it is positive semidefinite (to round-off)."""
-    D = _symmetrised(D, name)
-    lam = np.linalg.eigvalsh(D)
-    if lam[0] < -1e-10 * max(abs(lam[-1]), np.finfo(float).tiny):
-        raise ValueError(f"{name} must be positive semidefinite (a covariance); it has eigenvalue {lam[0]:.6g} < 0")
-    return D
-
-
 def _cholesky(S: np.ndarray, name: str) -> np.ndarray:
     """Lower Cholesky factor of a symmetric positive definite matrix, with a clear error."""
-    S = _symmetrised(S, name)
+    S = check_symmetric(S, name)
     try:
         return np.linalg.cholesky(S)
     except np.linalg.LinAlgError:
@@ -137,8 +87,8 @@ def solve_lyapunov(H, D, lr: float, *, scale: float = 1.0, symmetric: bool = Tru
                    discrete: bool = False) -> np.ndarray:
     r"""Stationary covariance ``Sigma`` of the linearised dynamics: ``lr*scale (H Sigma + Sigma H^T) = 2 D``.
 
-    With the defaults this is DESIGN.md Sec. 3's ``H Sigma + Sigma H = (2 / lr) D`` (per-step
-    diffusion ``D``, Hessian ``H``). For WOR, whose natural time unit is one epoch of ``M``
+    With the defaults this is ``H Sigma + Sigma H = (2 / lr) D`` (per-step diffusion ``D``, Hessian
+    ``H``; docs/concepts.md, "SGD near a minimum"). For WOR, whose natural time unit is one epoch of ``M``
     steps, ``scale=M`` solves ``lr M (H Sigma + Sigma H) = 2 D_WOR`` with the per-epoch diffusion.
 
     Parameters
@@ -171,9 +121,9 @@ def solve_lyapunov(H, D, lr: float, *, scale: float = 1.0, symmetric: bool = Tru
         Non-finite input, shape mismatch, ``H`` not a minimum / not stable, ``D`` not symmetric
         PSD, ``lr`` or ``scale`` not > 0.
     """
-    H = _square(H, "H")
+    H = check_square(H, "H")
     p = H.shape[0]
-    D = _check_psd(_square(D, "D", p))
+    D = check_psd(check_square(D, "D", p))
     lr = check_positive("lr", lr)
     scale = check_positive("scale", scale)
     if symmetric:
@@ -182,9 +132,9 @@ def solve_lyapunov(H, D, lr: float, *, scale: float = 1.0, symmetric: bool = Tru
         # (1 - (1 - a_i)(1 - a_j)) S_ij = (a_i + a_j - a_i a_j) S_ij = R_ij (no 1 - a formed, so a
         # tiny lr keeps its digits), and Sigma = V S V^T. One eigh (plus four matrix products)
         # replaces the nonsymmetric eigenvalues of the stability check and the Schur-based solver.
-        H = _symmetrised(H, "H")
+        H = check_symmetric(H, "H")
         h, V = np.linalg.eigh(H)
-        _check_minimum(H, h)
+        check_minimum(H, "the point", h)
         a = (lr * scale) * h
         _check_stable(None, discrete, a)
         denom = a[:, None] + a[None, :]
@@ -226,8 +176,8 @@ def circulation(H, Sigma, lr: float, *, scale: float = 1.0) -> np.ndarray:
     -------
     Q : (p, p) float64 array, ``Q^T = -Q``.
     """
-    H = _square(H, "H")
-    Sigma = _square(Sigma, "Sigma", H.shape[0])
+    H = check_square(H, "H")
+    Sigma = check_square(Sigma, "Sigma", H.shape[0])
     factor = 0.5 * check_positive("lr", lr) * check_positive("scale", scale)
     HS = H @ Sigma
     Q = factor * (HS - HS.T)  # Sigma H^T = (H Sigma)^T for a symmetric Sigma: one product, not two
@@ -250,9 +200,9 @@ def velocity(w, w_bar, Q, Sigma) -> np.ndarray:
     -------
     v : (..., p) float64 array (per time unit of ``Q``).
     """
-    Q = _square(Q, "Q")
+    Q = check_square(Q, "Q")
     p = Q.shape[0]
-    L = _cholesky(_square(Sigma, "Sigma", p), "Sigma")
+    L = _cholesky(check_square(Sigma, "Sigma", p), "Sigma")
     w = as_float64(w, "w")
     w_bar = as_float64(w_bar, "w_bar")
     if w.shape[-1:] != (p,) or w_bar.shape != (p,):
@@ -276,12 +226,12 @@ def inverse_diffusion(D, rcond: float | None = None) -> np.ndarray:
         the entropy production restricted to the range of ``D`` (drops currents in noiseless
         directions; use only if the circulation has no component there).
     """
-    D = _check_psd(_square(D, "D"))
+    D = check_psd(check_square(D, "D"))
     lam, V = np.linalg.eigh(D)
     if lam[-1] <= 0:
         raise ValueError("D is zero: without noise the entropy production is undefined")
     if rcond is None:
-        if lam[0] <= _SINGULAR_RCOND * lam[-1]:
+        if lam[0] <= SINGULAR_RCOND * lam[-1]:
             raise ValueError(
                 f"D is singular (eigenvalues {lam[0]:.3g} .. {lam[-1]:.3g}): entropy production along directions "
                 "without noise is infinite. Use more gradient noise (smaller batch, or add Langevin noise), or "
@@ -315,18 +265,18 @@ def entropy_production_rate(Q, D, Sigma, *, rcond: float | None = None) -> float
     -------
     float, in the time unit of ``Q`` and ``D`` (per step for the SGD conventions).
     """
-    Q = _square(Q, "Q")
+    Q = check_square(Q, "Q")
     p = Q.shape[0]
-    Dinv = inverse_diffusion(_square(D, "D", p), rcond)
-    L = _cholesky(_square(Sigma, "Sigma", p), "Sigma")
+    Dinv = inverse_diffusion(check_square(D, "D", p), rcond)
+    L = _cholesky(check_square(Sigma, "Sigma", p), "Sigma")
     QL = np.linalg.solve(L, Q.T).T  # Q L^{-T} (scipy's solve_triangular has ms of overhead per call)
     return float(np.vdot(QL, Dinv @ QL))  # tr(L^{-1} Q^T D^{-1} Q L^{-T}); a 3-operand einsum would loop in C, O(p^3) without BLAS
 
 
 def commutator_ratio(H, D) -> float:
     r"""Non-equilibrium indicator ``|[H, D]|_F / |H D|_F`` (0 iff equilibrium for a Hessian ``H``)."""
-    H = _square(H, "H")
-    D = _square(D, "D", H.shape[0])
+    H = check_square(H, "H")
+    D = check_square(D, "D", H.shape[0])
     HD = H @ D
     denom = np.linalg.norm(HD)
     if denom == 0:
@@ -350,6 +300,10 @@ class StationaryState:
     D : (p, p)      diffusion per step
     H : (p, p)      drift matrix (Hessian for SGD; any stable matrix for a general linear drift)
     lr : float      learning rate (time step); the drift per step is ``-lr H``
+
+    Derived (computed once, on first use): :attr:`ep_rate`, :attr:`commutator_ratio`, :attr:`lr_hmax`.
+    Records of the theory (``WRTheory``, ``WORTheory``, ``TopKTheory``, ``LinearDriftFit``) hold one
+    of these as ``state`` rather than copies of its fields.
     """
 
     mean: np.ndarray
@@ -377,10 +331,27 @@ class StationaryState:
     def dim(self) -> int:
         return self.mean.shape[0]
 
-    @property
+    @cached_property
     def ep_rate(self) -> float:
-        """Mean entropy production per step, ``-tr(Q D^{-1} Q Sigma^{-1})``."""
+        """Mean entropy production per time step, ``-tr(Q D^{-1} Q Sigma^{-1})`` (:func:`entropy_production_rate`)."""
         return entropy_production_rate(self.Q, self.D, self.Sigma)
+
+    @cached_property
+    def commutator_ratio(self) -> float:
+        """``|[H, D]|_F / |H D|_F``: 0 iff the state is in equilibrium (:func:`commutator_ratio`)."""
+        return commutator_ratio(self.H, self.D)
+
+    @cached_property
+    def lr_hmax(self) -> float:
+        """``lr h_max``, the time step times the largest eigenvalue of ``H`` (largest modulus for a
+        non-symmetric drift): the small-step (Lyapunov) description needs it ``<< 1``, and at 2 the
+        recursion has no stationary state. For WOR, whose time step is one epoch, it is ``lr M h_max``."""
+        H = self.H
+        if np.max(np.abs(H - H.T)) <= SYMMETRY_RTOL * np.max(np.abs(H)):
+            h_max = float(np.linalg.eigvalsh(H)[-1])
+        else:
+            h_max = float(np.max(np.abs(np.linalg.eigvals(H))))
+        return float(self.lr * h_max)
 
     def velocity(self, w) -> np.ndarray:
         """``v(w) = -Q Sigma^{-1} (w - mean)`` for ``w`` of shape ``(..., p)``."""
@@ -397,7 +368,7 @@ def stationary_state(H, D, lr: float, mean, *, symmetric: bool = True, discrete:
     mean : (p,) array
         Stationary mean (``w*`` for SGD with replacement; the minimum of ``L_eff`` for WOR).
     """
-    H = _square(H, "H")
+    H = check_square(H, "H")
     mean = as_float64(mean, "mean")
     if mean.shape != H.shape[:1]:
         raise ValueError(f"mean must have shape ({H.shape[0]},) to match H, got {mean.shape}")

@@ -1,6 +1,6 @@
 r"""Top-k Fokker–Planck analysis for networks too large for dense ``p x p`` matrices.
 
-The dense path (:func:`sgworld.theory.point.wr_theory`) forms the Hessian ``H``, the per-sample
+The dense path (:func:`sgworld.theory.wr.wr_theory`) forms the Hessian ``H``, the per-sample
 gradient covariance ``S`` and the stationary covariance as ``p x p`` arrays: ``O(p^2)`` memory and
 ``O(p^3)`` time. Here only matrix-vector products are formed, and the analysis is restricted to a
 k-dimensional subspace:
@@ -9,7 +9,7 @@ k-dimensional subspace:
   differentiation (``torch.func.jvp`` of ``torch.func.grad``), over data chunks;
 * covariance-vector products ``S v = (1/N) J^T (J v - mean_i (J v)_i)``, with ``J`` the ``(N, p)``
   Jacobian whose rows are the per-sample gradients ``grad U_i(w)``: exactly centred, like
-  :func:`sgworld.theory.point.gradient_covariance`, and equal to
+  :func:`sgworld.theory.minimum.gradient_covariance`, and equal to
   ``(1/N) sum_i g_i g_i^T v - g g^T v`` (``g = grad L``) without its cancellation. ``J`` is held in
   memory when it fits in ``cache_bytes``; otherwise ``J v`` (``jvp``) and ``J^T u`` (``vjp``) are
   recomputed chunk by chunk, so memory stays ``O(chunk * p)``;
@@ -53,11 +53,15 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad, jvp, vjp, vmap
 
-from .._checks import check_choice, check_int_range, check_nonnegative, check_positive
-from ..batching import noise_factor
+from .._checks import (
+    as_float64, check_at_minimum, check_choice, check_gradient_noise, check_int_range, check_nonnegative, check_point,
+    check_positive,
+)
+from ..batching import STEPWISE_SCHEMES, noise_factor
 from ..problems import Problem
-from .point import STEPWISE_SCHEMES, _as_point, _check_at_minimum, _check_noise, _grad, _numpy, diffusion
-from .stationary import StationaryState, as_float64, commutator_ratio, stationary_state
+from .minimum import _grad, _numpy
+from .stationary import StationaryState, stationary_state
+from .wr import diffusion
 
 __all__ = [
     "hessian_operator",
@@ -105,7 +109,7 @@ def hessian_operator(problem: Problem, w, *, chunk_size: int = _CHUNK) -> Linear
     -------
     scipy.sparse.linalg.LinearOperator of shape (p, p), float64 (``matvec`` and ``matmat``).
     """
-    w = _as_point(problem, w)
+    w = check_point(problem, w)
     chunk_size = check_int_range("chunk_size", chunk_size, 1)
 
     def apply(T: torch.Tensor) -> torch.Tensor:
@@ -156,7 +160,7 @@ def covariance_operator(problem: Problem, w, *, chunk_size: int = _CHUNK,
     r"""``v -> S v``, the per-sample gradient covariance at ``w``, without forming ``S``.
 
     ``S v = (1/N) J^T (u - mean(u))`` with ``u = J v`` (``J``: per-sample gradients as rows), the
-    exactly centred ``S`` of :func:`sgworld.theory.point.gradient_covariance`.
+    exactly centred ``S`` of :func:`sgworld.theory.minimum.gradient_covariance`.
 
     Parameters
     ----------
@@ -167,7 +171,7 @@ def covariance_operator(problem: Problem, w, *, chunk_size: int = _CHUNK,
         Keep the ``(N, p)`` per-sample gradients in memory when they fit (each product is then two
         matrix products); otherwise recompute them per product as ``jvp`` then ``vjp`` in chunks.
     """
-    w = _as_point(problem, w)
+    w = check_point(problem, w)
     J = _SampleJacobian(problem, w, check_int_range("chunk_size", chunk_size, 1),
                         check_nonnegative("cache_bytes", cache_bytes))
 
@@ -184,7 +188,7 @@ def subspace_gradient_covariance(problem: Problem, w, basis, *, chunk_size: int 
 
     Only forward products ``J V`` are needed (k directional derivatives per sample), exactly centred.
     """
-    w = _as_point(problem, w)
+    w = check_point(problem, w)
     V = as_float64(basis, "basis")
     if V.ndim != 2 or V.shape[0] != problem.dim:
         raise ValueError(f"basis must have shape ({problem.dim}, k), got {V.shape}")
@@ -255,14 +259,14 @@ class TopKTheory:
     basis : (p, k)                ``V``, the top-k Hessian eigenvectors (orthonormal)
     hessian_eigenvalues : (k,)    their eigenvalues, descending (``state.H = diag`` of them)
     state : StationaryState       ``mean = V^T w*``, ``H = Lambda``, ``D = V^T D V``,
-                                  ``Sigma = V^T Sigma V``, ``Q = V^T Q V`` (per step)
+                                  ``Sigma = V^T Sigma V``, ``Q = V^T Q V`` (per step); from them
+                                  ``state.ep_rate``, the entropy production per step of the projected
+                                  process (a lower bound on the full rate; equal at k = p),
+                                  ``state.commutator_ratio`` (``|[Lambda, D_k]|_F / |Lambda D_k|_F``,
+                                  0 iff the projected process is in equilibrium) and ``state.lr_hmax``
+                                  (exact: h_max is the first eigenvalue)
     S : (k, k)                    ``V^T S V``, covariance of the projected per-sample gradients
     noise_factor : float          f of the scheme
-    commutator_ratio : float      ``|[Lambda, D_k]|_F / |Lambda D_k|_F`` (0 iff the projected
-                                  process is in equilibrium)
-    ep_rate : float               entropy production per step of the projected process
-                                  (a lower bound on the full rate; equal at k = p)
-    lr_hmax : float               ``lr h_max`` (exact: h_max is the first eigenvalue)
     """
 
     basis: np.ndarray
@@ -270,9 +274,6 @@ class TopKTheory:
     state: StationaryState
     S: np.ndarray
     noise_factor: float
-    commutator_ratio: float
-    ep_rate: float
-    lr_hmax: float
 
     @property
     def k(self) -> int:
@@ -297,7 +298,7 @@ def topk_theory(problem: Problem, w_star, lr: float, batch_size: int, k: int, sc
 
     ``V``, ``Lambda`` from :func:`top_eigenpairs` of :func:`hessian_operator`;
     ``D_k = (lr^2/2) f V^T S V`` (:func:`subspace_gradient_covariance`,
-    :func:`sgworld.theory.point.diffusion`); then ``Lambda Sigma_k + Sigma_k Lambda = (2/lr) D_k``,
+    :func:`sgworld.theory.wr.diffusion`); then ``Lambda Sigma_k + Sigma_k Lambda = (2/lr) D_k``,
     ``Q_k`` and the entropy-production rate by :func:`sgworld.theory.stationary.stationary_state`.
     Memory ``O(chunk_size * p + k p)`` (plus ``N p`` when the per-sample gradients fit in
     ``cache_bytes``); time a few hundred Hessian-vector products and ``k`` forward products.
@@ -305,7 +306,7 @@ def topk_theory(problem: Problem, w_star, lr: float, batch_size: int, k: int, sc
     Parameters
     ----------
     problem, w_star, lr, batch_size, scheme
-        As in :func:`sgworld.theory.point.wr_theory`.
+        As in :func:`sgworld.theory.wr.wr_theory`.
     k : int
         Subspace dimension (``1 <= k <= p``; ``k = p`` reproduces the dense theory).
     chunk_size, cache_bytes
@@ -320,7 +321,7 @@ def topk_theory(problem: Problem, w_star, lr: float, batch_size: int, k: int, sc
         rest of the spectrum is never formed), ``w_star`` not at the minimum within the subspace's
         stationary spread, or ``D_k`` singular.
     """
-    w = _as_point(problem, w_star, "w_star")
+    w = check_point(problem, w_star, "w_star")
     lr = check_positive("lr", lr)
     batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
     check_choice("scheme", scheme, STEPWISE_SCHEMES)
@@ -331,13 +332,12 @@ def topk_theory(problem: Problem, w_star, lr: float, batch_size: int, k: int, sc
                          f"top {k} (largest {lam[0]:.6g}); find a minimum first, or lower k")
     S_k = subspace_gradient_covariance(problem, w, V, chunk_size=chunk_size, cache_bytes=cache_bytes)
     factor = noise_factor(scheme, problem.n, batch_size)
-    _check_noise(S_k, factor, problem.n, batch_size, scheme)
+    check_gradient_noise(S_k, factor, problem.n, batch_size, scheme)
     D_k = diffusion(S_k, lr, batch_size, scheme, n=problem.n)
     H_k = np.diag(lam)
     state = stationary_state(H_k, D_k, lr, _numpy(w) @ V)
     with torch.no_grad():
         g_k = _numpy(_grad(problem, w)) @ V
-    _check_at_minimum(H_k, g_k, state.Sigma, "w_star")
-    return TopKTheory(basis=V, hessian_eigenvalues=lam, state=state, S=S_k, noise_factor=factor,
-                      commutator_ratio=commutator_ratio(H_k, D_k), ep_rate=state.ep_rate,
-                      lr_hmax=float(lr * lam[0]))
+    check_at_minimum(H_k, g_k, state.Sigma, "w_star")
+    state.ep_rate  # evaluated (and cached) here: a D_k too singular for D_k^{-1} is reported by topk_theory itself
+    return TopKTheory(basis=V, hessian_eigenvalues=lam, state=state, S=S_k, noise_factor=factor)

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..theory.stationary import as_float64
+from .._checks import as_float64, check_choice, check_fraction, check_int_range, check_positive
 from .trajectory import bootstrap_sums, make_rng
 
 __all__ = ["IFTResult", "DFTResult", "integral_fluctuation_theorem", "detailed_fluctuation_theorem",
@@ -47,10 +47,8 @@ def _windows(delta_s, resample: str) -> np.ndarray:
         x = x[None]
     if x.ndim != 2 or x.size == 0:
         raise ValueError(f"delta_s must have shape (chains, windows) or (windows,), got {x.shape}")
-    if resample == "windows":
+    if check_choice("resample", resample, ("chains", "windows")) == "windows":
         return x.reshape(-1, 1)
-    if resample != "chains":
-        raise ValueError(f"unknown resample {resample!r}; choose one of: chains, windows")
     if x.shape[0] < 2:
         raise ValueError("the chain bootstrap needs >= 2 chains (20 or more for a reliable interval); "
                          "with one chain pass resample='windows' (valid for decorrelated, non-overlapping windows)")
@@ -58,12 +56,7 @@ def _windows(delta_s, resample: str) -> np.ndarray:
 
 
 def _check_bootstrap(n_boot: int, level: float) -> tuple[int, float]:
-    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 0:
-        raise ValueError(f"n_boot must be an integer >= 0, got {n_boot!r}")
-    level = float(level)
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    return int(n_boot), level
+    return check_int_range("n_boot", n_boot, 0), check_fraction("level", level)
 
 
 def _interval(replicates: np.ndarray, level: float) -> tuple[tuple[float, float], float]:
@@ -288,11 +281,7 @@ def detailed_fluctuation_theorem(delta_s, *, bins: int = 20, max_abs: float | No
         windows, or bins too narrow).
     """
     n_boot, level = _check_bootstrap(n_boot, level)
-    if isinstance(bins, bool) or int(bins) != bins or bins < 1:
-        raise ValueError(f"bins must be an integer >= 1, got {bins!r}")
-    if isinstance(min_count, bool) or int(min_count) != min_count or min_count < 1:
-        raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
-    bins, min_count = int(bins), int(min_count)
+    bins, min_count = check_int_range("bins", bins, 1), check_int_range("min_count", min_count, 1)
     x = _windows(delta_s, resample)
     if max_abs is None:
         negative = -x[x < 0]
@@ -301,9 +290,7 @@ def detailed_fluctuation_theorem(delta_s, *, bins: int = 20, max_abs: float | No
                              "use more windows or shorter windows")
         half = float(np.quantile(negative, 0.99))
     else:
-        half = float(max_abs)
-    if not np.isfinite(half) or half <= 0:
-        raise ValueError(f"max_abs must be a finite number > 0, got {half!r}")
+        half = check_positive("max_abs", max_abs)
     edges = np.linspace(-half, half, 2 * bins + 1)
 
     # Bin index per window; index 2*bins collects the windows outside the range.

@@ -47,42 +47,25 @@ class LinearDriftFit:
 
     Attributes
     ----------
-    K : (p, p)              fitted drift matrix per step (estimates ``lr H``)
-    D : (p, p)              fitted diffusion per step (half the residual covariance)
-    state : StationaryState the fitted model's stationary state (``H = K``, ``lr = 1``,
-                            exact discrete-time ``Sigma``); feed it to any theory-path function
+    state : StationaryState the fitted model as a stationary state with time step 1: ``state.H = K``
+                            (the fitted drift matrix per step, estimating ``lr H``), ``state.D = D``
+                            (the fitted diffusion per step, half the residual covariance),
+                            ``state.mean = mu``, the exact discrete-time ``state.Sigma``, ``state.Q``
+                            and ``state.ep_rate`` (predicted mean entropy production per step);
+                            feed it to any theory-path function
     n_transitions : int     number of (w_n, w_{n+1}) pairs used
     n_chains : int
-    Q_stderr : (p, p)       bootstrap (over chains) standard error of ``Q``; NaN without bootstrap
-    ep_rate_stderr : float  bootstrap standard error of :attr:`ep_rate`; NaN without bootstrap
+    Q_stderr : (p, p)       bootstrap (over chains) standard error of ``state.Q``; NaN without bootstrap
+    ep_rate_stderr : float  bootstrap standard error of ``state.ep_rate``; NaN without bootstrap
     n_boot : int            bootstrap replicates used (0: none)
     """
 
-    K: np.ndarray
-    D: np.ndarray
     state: StationaryState
     n_transitions: int
     n_chains: int
     Q_stderr: np.ndarray
     ep_rate_stderr: float
     n_boot: int
-
-    @property
-    def mu(self) -> np.ndarray:
-        return self.state.mean
-
-    @property
-    def Sigma(self) -> np.ndarray:
-        return self.state.Sigma
-
-    @property
-    def Q(self) -> np.ndarray:
-        return self.state.Q
-
-    @property
-    def ep_rate(self) -> float:
-        """Predicted mean entropy production per step, ``-tr(Q D^{-1} Q Sigma^{-1})``."""
-        return self.state.ep_rate
 
     def entropy_production_steps(self, path, *, rule: str = "midpoint") -> np.ndarray:
         """Per-step ``sigma_n`` of ``path`` with the fitted velocity and diffusion (midpoint rule),
@@ -93,8 +76,8 @@ class LinearDriftFit:
         """Exact path-probability log ratio per step under the fitted linear-Gaussian model (the
         quantity for which the fluctuation theorems hold exactly); see
         :func:`sgworld.thermo.trajectory.exact_linear_gaussian_entropy_production`."""
-        p = self.K.shape[0]
-        return exact_linear_gaussian_entropy_production(np.eye(p) - self.K, 2.0 * self.D, path, mean=self.mu)
+        K, p = self.state.H, self.state.dim
+        return exact_linear_gaussian_entropy_production(np.eye(p) - K, 2.0 * self.state.D, path, mean=self.state.mean)
 
 
 # --------------------------------------------------------------------------- least squares
@@ -191,5 +174,5 @@ def fit_linear_drift(path, *, n_boot: int = 200, seed=0) -> LinearDriftFit:
                 pass
         Q_stderr = np.nanstd(Qs, axis=0, ddof=1)
         rate_stderr = float(np.nanstd(rates, ddof=1))
-    return LinearDriftFit(K=K, D=D, state=state, n_transitions=n, n_chains=chains, Q_stderr=Q_stderr,
+    return LinearDriftFit(state=state, n_transitions=n, n_chains=chains, Q_stderr=Q_stderr,
                           ep_rate_stderr=rate_stderr, n_boot=n_boot if chains >= 2 else 0)

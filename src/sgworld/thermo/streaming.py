@@ -49,8 +49,8 @@ from typing import Callable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 import scipy.signal
 
-from .._checks import check_int_range
-from ..theory.stationary import StationaryState, as_float64, solve_lyapunov
+from .._checks import as_float64, check_choice, check_int_range, check_positive, check_square
+from ..theory.stationary import StationaryState, solve_lyapunov
 from .fluctuation import (
     DFTResult,
     IFTResult,
@@ -105,8 +105,7 @@ class _Windows:
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # windows held until the range is fixed
 
     def _edges(self, half: float) -> np.ndarray:
-        if not np.isfinite(half) or half <= 0:
-            raise ValueError(f"max_abs must be a finite number > 0, got {half!r}")
+        half = check_positive("max_abs", half)
         return np.linspace(-half, half, 2 * self.bins + 1)
 
     def add(self, sigma: np.ndarray, block_steps: int, calibration: int) -> None:
@@ -269,11 +268,9 @@ class EntropyProductionStream:
     def _check_resample(self, resample: str) -> None:
         if self.chains is None or self.steps == 0:
             raise ValueError("no steps yet: feed the trajectory with update() first")
-        if resample == "chains":
-            if self.chains < 2:
-                raise ValueError("resample='chains' needs >= 2 chains; with one long chain use resample='blocks'")
-        elif resample != "blocks":
-            raise ValueError(f"unknown resample {resample!r}; choose one of: chains, blocks")
+        check_choice("resample", resample, ("chains", "blocks"))
+        if resample == "chains" and self.chains < 2:
+            raise ValueError("resample='chains' needs >= 2 chains; with one long chain use resample='blocks'")
 
     def _window(self, k: int) -> _Windows:
         if k not in self._windows:
@@ -382,13 +379,9 @@ def simulate_linear_gaussian_chunks(F, noise_cov, steps: int, *, chains: int = 1
     ------
     (chains, m, p) float64 arrays; concatenated along axis 1 they are the whole path.
     """
-    F = as_float64(F, "F")
+    F = check_square(F, "F")
+    noise_cov = check_square(noise_cov, "noise_cov", F.shape[0], like="F")
     p = F.shape[0]
-    if F.shape != (p, p):
-        raise ValueError(f"F must be a square (p, p) matrix, got shape {F.shape}")
-    noise_cov = as_float64(noise_cov, "noise_cov")
-    if noise_cov.shape != (p, p):
-        raise ValueError(f"noise_cov must have shape ({p}, {p}) to match F, got {noise_cov.shape}")
     steps = check_int_range("steps", steps, 1)
     chains = check_int_range("chains", chains, 1)
     chunk_steps = check_int_range("chunk_steps", chunk_steps, 1)

@@ -16,12 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..theory.stationary import (
-    StationaryState,
-    as_float64,
-    inverse_diffusion,
-    solve_lyapunov,
-)
+from .._checks import as_float64, check_choice, check_int_range, check_square
+from ..theory.stationary import StationaryState, inverse_diffusion, solve_lyapunov
 
 __all__ = [
     "Estimate",
@@ -176,8 +172,7 @@ def entropy_production_steps(path, state: StationaryState, *, rule: Literal["mid
     -------
     sigma : (chains, steps - 1) float64 array, in nats per step.
     """
-    if rule not in ("midpoint", "ito"):
-        raise ValueError(f"unknown rule {rule!r}; choose one of: midpoint, ito")
+    check_choice("rule", rule, ("midpoint", "ito"))
     w = as_path(path)
     if w.shape[2] != state.dim:
         raise ValueError(f"path has p = {w.shape[2]} parameters but the state has p = {state.dim}")
@@ -216,11 +211,9 @@ def exact_linear_gaussian_entropy_production(F, noise_cov, path, mean=None) -> n
     -------
     s : (chains, steps - 1) float64 array.
     """
-    F = as_float64(F, "F")
     w = as_path(path)
     p = w.shape[2]
-    if F.shape != (p, p):
-        raise ValueError(f"F must have shape ({p}, {p}) to match the path, got {F.shape}")
+    F = check_square(F, "F", p, like="the path")
     K = np.eye(p) - F
     D = 0.5 * as_float64(noise_cov, "noise_cov")
     C = solve_lyapunov(K, D, 1.0, symmetric=False, discrete=True)
@@ -255,9 +248,7 @@ def window_sums(sigma, k: int, *, overlapping: bool = False) -> np.ndarray:
         s = s[None]
     if s.ndim != 2:
         raise ValueError(f"sigma must have shape (chains, n) or (n,), got {s.shape}")
-    if isinstance(k, bool) or int(k) != k or not 1 <= k <= s.shape[1]:
-        raise ValueError(f"window length k must be an integer in 1..{s.shape[1]} (steps available), got {k!r}")
-    k = int(k)
+    k = check_int_range("window length k", k, 1, s.shape[1])
     if overlapping:
         c = np.concatenate([np.zeros((s.shape[0], 1)), np.cumsum(s, axis=1)], axis=1)
         return c[:, k:] - c[:, :-k]

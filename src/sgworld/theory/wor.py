@@ -1,17 +1,7 @@
-"""Fokker–Planck quantities of SGD at a point ``w`` of a Problem (arXiv 2306.03521, DESIGN 3).
+"""Stationary state of WOR SGD (random reshuffling, ``wor``) near a minimum, from a Problem.
 
-Everything is computed with ``torch.func`` through the Problem (per-sample gradients via
-``batch_grad`` with batches of one sample, Hessians via ``problem.hessian``) in the problem's dtype
-(float64 for analysis) and returned as float64 numpy arrays.
-
-With replacement (``wr``), per step::
-
-    S(w)  = (1/N) sum_i grad U_i grad U_i^T - grad L grad L^T          (exactly centred)
-    D_WR  = (lr^2 / 2) f S,   f = (N-b)/(b(N-1))   (``iid``: f = 1/b)
-    H Sigma + Sigma H = (2/lr) D_WR,   Q = (lr/2)(H Sigma - Sigma H)   (``sgworld.theory.stationary``)
-
-Without replacement (``wor``, random reshuffling, M = N/b steps per epoch) the batch-gradient
-errors of an epoch sum to zero at fixed w, so one epoch maps ``w -> w + Delta(w)`` with::
+Without replacement (``M = N/b`` steps per epoch) the batch-gradient errors of an epoch sum to zero
+at fixed w, so one epoch maps ``w -> w + Delta(w)`` with::
 
     Delta = -lr sum_t g_t + lr^2 sum_{s<t} H_t g_s + O(lr^3)
 
@@ -19,10 +9,14 @@ errors of an epoch sum to zero at fixed w, so one epoch maps ``w -> w + Delta(w)
 follows the effective loss ``L_eff = L + (lr/4)[|grad L|^2 + f tr S]`` (whose minimiser, not w*,
 is the stationary mean); its fluctuation is O(lr^2), so the per-epoch diffusion
 ``D_WOR = Cov[Delta]/2`` is O(lr^4) and ``lr M (H Sigma + Sigma H) = 2 D_WOR`` makes the WOR
-stationary covariance O(lr^3). The expansion is valid while ``lr M h_max << 1``.
+stationary covariance O(lr^3). The expansion is valid while ``lr M h_max << 1``
+(docs/concepts.md, "SGD near a minimum").
 
-The Lyapunov solver, circulation and entropy production live in :mod:`sgworld.theory.stationary`;
-this module supplies their inputs (w*, H, S, D, w_eff, D_WOR) from a Problem.
+The Lyapunov solver lives in :mod:`sgworld.theory.stationary`, Newton's method and ``S`` in
+:mod:`sgworld.theory.minimum`; this module supplies ``w_eff`` and ``D_WOR`` and bundles the state.
+
+Reference: S. Adhikari, A. Kabakçıoğlu, A. Strang, D. Yuret, M. Hinczewski, "Machine learning in
+and out of equilibrium", arXiv:2306.03521.
 """
 
 from __future__ import annotations
@@ -38,24 +32,15 @@ from torch.func import grad as func_grad
 from torch.func import hessian as func_hessian
 from torch.func import jvp
 
-from .._checks import check_choice, check_int_range, check_positive
+from .._checks import as_float64, check_gradient_noise, check_int_range, check_minimum, check_point, check_positive
 from ..batching import IndexStream, noise_factor
 from ..errors import StepSizeError, TheoryRangeWarning
 from ..problems import Problem
 from ..samplers import sgd
-from .stationary import (
-    StationaryState,
-    as_float64,
-    commutator_ratio,
-    solve_lyapunov,
-    stationary_state,
-)
+from .minimum import NewtonResult, _grad, _loss, _newton, _numpy, _sample_grads, gradient_covariance
+from .stationary import StationaryState, solve_lyapunov, stationary_state
 
 __all__ = [
-    "NewtonResult",
-    "find_minimum",
-    "gradient_covariance",
-    "diffusion",
     "effective_loss",
     "EffectiveMinimum",
     "minimize_effective_loss",
@@ -65,44 +50,12 @@ __all__ = [
     "sigma_wor",
     "wor_sigma_standard_error",
     "wor_validity",
-    "WRTheory",
-    "wr_theory",
+    "WOR_VALIDITY",
     "WORTheory",
     "wor_theory",
 ]
 
-STEPWISE_SCHEMES = ("wr", "iid")
-_SINGULAR_RCOND = 1e-12  # S with eigenvalue ratio below this is treated as singular
 _EPOCH_CHUNK = 8192      # independent epochs simulated at once (bounds memory: chunk * M * b indices)
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def _as_point(problem: Problem, w, name: str = "w") -> torch.Tensor:
-    """``w`` (numpy, torch or sequence) as a finite (p,) tensor in the problem's dtype."""
-    w = torch.as_tensor(np.asarray(as_float64(w, name)), dtype=problem.dtype)
-    if w.shape != (problem.dim,):
-        raise ValueError(f"{name} must have shape ({problem.dim},) for this problem, got {tuple(w.shape)}")
-    return w
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().double().numpy()
-
-
-def _loss(problem: Problem, w: torch.Tensor) -> torch.Tensor:
-    return problem.loss(w.unsqueeze(0))[0]
-
-
-def _grad(problem: Problem, w: torch.Tensor) -> torch.Tensor:
-    return problem.grad(w.unsqueeze(0))[0]
-
-
-def _sample_grads(problem: Problem, w: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``grad U_i(w)`` for i in [start, stop), shape (stop - start, p): ``batch_grad`` with batches of one."""
-    idx = torch.arange(start, stop).unsqueeze(1)
-    return problem.batch_grad(w.expand(stop - start, -1), idx)
 
 
 def _eigh(M: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,230 +63,10 @@ def _eigh(M: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.eigh(0.5 * (M + M.T))
 
 
-def _check_minimum_hessian(H: np.ndarray, where: str = "w") -> None:
-    """ValueError unless ``H`` is positive definite, naming the smallest eigenvalue."""
-    lam = np.linalg.eigvalsh(0.5 * (H + H.T))
-    if lam[0] <= lam[-1] * np.finfo(float).eps * H.shape[0] or lam[0] <= 0:
-        raise ValueError(
-            f"{where} is not a minimum of L: the Hessian is not positive definite (smallest eigenvalue "
-            f"{lam[0]:.6g}, largest {lam[-1]:.6g}). The stationary-state theory expands around a minimum; "
-            "find one first with find_minimum(problem, w0)")
-
-
 def _check_step_size(lr: float, h_max: float, method: str) -> None:
     """StepSizeError when ``lr h_max >= 2``: the iteration has no stationary state to describe."""
     if lr * h_max >= 2:
         raise StepSizeError(lr, h_max, f"{method} has no stationary state around w_star (its chains diverge)")
-
-
-def _check_at_minimum(H: np.ndarray, g: np.ndarray, Sigma: np.ndarray, where: str = "w") -> None:
-    """ValueError if the Newton step to the minimum is larger than the stationary spread.
-
-    The expansion assumes the cloud sits around ``w``; an offset bigger than one standard deviation
-    of ``N(w, Sigma)`` (Mahalanobis distance > 1) means ``w`` is not the minimum.
-    """
-    step = np.linalg.solve(H, g)
-    distance = float(np.sqrt(step @ np.linalg.solve(Sigma, step)))
-    if distance > 1.0:
-        raise ValueError(
-            f"{where} is not at a minimum of L: |grad L| = {np.linalg.norm(g):.3g} and the Newton step to the "
-            f"minimum ({np.max(np.abs(step)):.3g} in max-norm) is {distance:.3g} standard deviations of the "
-            "predicted stationary cloud. Refine it first with find_minimum(problem, w)")
-
-
-# --------------------------------------------------------------------------- Newton's method
-
-
-@dataclass(frozen=True)
-class NewtonResult:
-    """Outcome of Newton's method.
-
-    Attributes
-    ----------
-    w : (p,)              the minimiser
-    iterations : int      Newton steps taken (a quadratic from anywhere: 1)
-    grad_norm : float     |grad| at ``w``
-    step_norm : float     max-norm of the last Newton step (the convergence test)
-    value : float         objective at ``w``
-    regularised_steps : int  steps where the Hessian was not positive definite and was replaced
-                          by |H| (eigenvalues by their absolute values, floored)
-    """
-
-    w: np.ndarray
-    iterations: int
-    grad_norm: float
-    step_norm: float
-    value: float
-    regularised_steps: int
-
-
-def _newton_direction(g: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """``-H^{-1} g``; where ``H`` is not (numerically) positive definite, ``-|H|^{-1} g`` (a descent direction).
-
-    ``|H|`` has the eigenvalues' absolute values, floored at 1e-8 of the largest: the damped step of
-    "saddle-free" Newton, which moves away from saddles and maxima instead of towards them.
-    """
-    lam, V = torch.linalg.eigh(0.5 * (H + H.T))
-    top = float(lam.abs().max())
-    regularised = bool(lam[0] <= H.shape[0] * np.finfo(float).eps * top) or top == 0
-    if regularised:
-        lam = lam.abs().clamp_min(1e-8 * top if top > 0 else 1.0)
-    return -(V @ ((V.T @ g) / lam)), regularised
-
-
-def _newton(value_fn: Callable, grad_fn: Callable, hess_fn: Callable, w0: torch.Tensor, *, tol: float,
-            max_iter: int, what: str) -> NewtonResult:
-    """Newton's method with a backtracking (Armijo) line search on ``value_fn``.
-
-    Converged when the max-norm of the Newton step is ``<= tol * (1 + |w|_max)`` at a positive
-    definite Hessian. Near the minimum the predicted decrease ``|g.p|/2`` falls below what the
-    objective's round-off can resolve; the full step is then taken without a line search (the
-    quadratic-convergence region).
-    """
-    tol = check_positive("tol", tol)
-    max_iter = check_int_range("max_iter", max_iter, 1)
-    w = w0.clone()
-    regularised_steps = 0
-    step_norm = math.inf
-    for it in range(max_iter + 1):
-        g, H = grad_fn(w), hess_fn(w)
-        if not (torch.isfinite(g).all() and torch.isfinite(H).all()):
-            raise ValueError(f"{what}: the gradient or Hessian is not finite at iteration {it}; start closer "
-                             "to a minimum (e.g. after a short SGD run)")
-        p, regularised = _newton_direction(g, H)
-        step_norm = float(p.abs().max())
-        if not regularised and step_norm <= tol * (1.0 + float(w.abs().max())):
-            w = w + p
-            return NewtonResult(w=_numpy(w), iterations=it, grad_norm=float(grad_fn(w).norm()),
-                                step_norm=step_norm, value=float(value_fn(w)), regularised_steps=regularised_steps)
-        if it == max_iter:
-            break
-        regularised_steps += regularised
-        w = _line_search(value_fn, w, g, p, regularised, what)
-    raise ValueError(
-        f"{what}: Newton's method did not converge in {max_iter} iterations (last step {step_norm:.3g}, "
-        f"|grad| = {float(grad_fn(w).norm()):.3g}). Start closer to a minimum, e.g. at the final position "
-        "of a short SGD run (sgworld.sample(problem, 'sgd', ...)), or raise max_iter")
-
-
-def _line_search(value_fn, w, g, p, regularised: bool, what: str) -> torch.Tensor:
-    f0 = float(value_fn(w))
-    slope = float(g @ p)
-    resolution = 1e3 * np.finfo(float).eps * max(abs(f0), 1.0)
-    if not regularised and -0.5 * slope < resolution:
-        return w + p  # the loss cannot resolve the step: pure Newton (quadratic region)
-    t = 1.0
-    for _ in range(60):
-        trial = w + t * p
-        f = float(value_fn(trial))
-        if math.isfinite(f) and f <= f0 + 1e-4 * t * slope:
-            return trial
-        t *= 0.5
-    raise ValueError(f"{what}: the line search found no decrease of the objective from the current point "
-                     f"(objective {f0:.6g}, directional derivative {slope:.3g}); start closer to a minimum, "
-                     "e.g. after a short SGD run")
-
-
-def find_minimum(problem: Problem, w0=None, *, tol: float = 1e-12,
-                 max_iter: int = 100) -> tuple[np.ndarray, NewtonResult]:
-    """Minimum ``w*`` of the full loss ``L`` by Newton's method with a backtracking line search.
-
-    Steps ``p = -H^{-1} grad L`` with ``H = problem.hessian(w)``; where ``H`` is not positive definite
-    the step uses ``|H|`` (eigenvalues by their absolute values), a damped descent step. Converges
-    when the Newton step is below ``tol * (1 + |w|_max)`` at a positive definite Hessian.
-
-    Parameters
-    ----------
-    problem : Problem
-    w0 : (p,) array, optional
-        Starting point (default: ``problem.initial_params()``).
-    tol : float
-        Relative max-norm of the final Newton step.
-    max_iter : int
-
-    Returns
-    -------
-    (w_star, NewtonResult)
-        ``w_star`` (p,) float64.
-
-    Raises
-    ------
-    ValueError
-        No convergence within ``max_iter`` (the message suggests a better start, e.g. a short SGD run).
-    """
-    w = _as_point(problem, problem.initial_params() if w0 is None else w0, "w0")
-    with torch.no_grad():
-        result = _newton(lambda x: _loss(problem, x), lambda x: _grad(problem, x), problem.hessian, w,
-                         tol=tol, max_iter=max_iter, what="find_minimum")
-    return result.w, result
-
-
-# --------------------------------------------------------------------------- gradient noise
-
-
-def gradient_covariance(problem: Problem, w, chunk_size: int = 1024) -> np.ndarray:
-    r"""Per-sample gradient covariance ``S(w) = (1/N) sum_i grad U_i grad U_i^T - grad L grad L^T``.
-
-    Exactly centred: chunks of per-sample gradients are merged with Chan's pairwise update of the
-    mean and centred sum of squares, so no ``E[gg^T] - E[g]E[g]^T`` cancellation occurs and memory is
-    ``O(chunk_size * p + p^2)``. The batch-mean gradient noise per step is ``f S`` (DESIGN 3).
-
-    Returns
-    -------
-    S : (p, p) float64, symmetric positive semidefinite.
-    """
-    w = _as_point(problem, w)
-    chunk_size = check_int_range("chunk_size", chunk_size, 1)
-    p = problem.dim
-    count, mean, m2 = 0, torch.zeros(p, dtype=w.dtype), torch.zeros(p, p, dtype=w.dtype)
-    with torch.no_grad():
-        for start in range(0, problem.n, chunk_size):
-            G = _sample_grads(problem, w, start, min(start + chunk_size, problem.n))
-            c_mean = G.mean(0)
-            dG = G - c_mean
-            c = G.shape[0]
-            delta = c_mean - mean
-            m2 += dG.T @ dG + torch.outer(delta, delta) * (count * c / (count + c))
-            mean += delta * (c / (count + c))
-            count += c
-    S = _numpy(m2 / count)
-    return 0.5 * (S + S.T)
-
-
-def diffusion(source, lr: float, batch_size: int, scheme: str = "wr", *, w=None, n: int | None = None,
-              chunk_size: int = 1024) -> np.ndarray:
-    r"""Per-step diffusion of minibatch SGD, ``D = (lr^2 / 2) f S`` (half the per-step noise covariance).
-
-    ``f`` is :func:`sgworld.batching.noise_factor`: ``(N-b)/(b(N-1))`` for ``wr``, ``1/b`` for ``iid``.
-
-    Parameters
-    ----------
-    source : Problem or (p, p) array
-        A Problem (then ``w`` is required and ``S = gradient_covariance(problem, w)``), or ``S`` itself
-        (then ``n`` is required).
-    lr, batch_size, scheme
-        Step size, minibatch size b and the step-wise scheme (``"wr"`` or ``"iid"``). For ``wor`` the
-        diffusion is per epoch and O(lr^4): use :func:`wor_epoch_diffusion`.
-    """
-    lr = check_positive("lr", lr)
-    if scheme not in STEPWISE_SCHEMES:
-        if scheme == "wor":
-            raise ValueError("scheme 'wor' has no per-step diffusion (its noise is per epoch and O(lr^4)); "
-                             "use wor_epoch_diffusion(problem, w, lr, batch_size)")
-        check_choice("scheme", scheme, STEPWISE_SCHEMES)
-    if isinstance(source, Problem):
-        if w is None:
-            raise ValueError("diffusion(problem, ...) needs the point: pass w=<(p,) array>")
-        S, n = gradient_covariance(source, w, chunk_size), source.n
-    else:
-        if n is None:
-            raise ValueError("diffusion(S, ...) needs the number of samples: pass n=N")
-        S = as_float64(source, "S")
-        if S.ndim != 2 or S.shape[0] != S.shape[1]:
-            raise ValueError(f"S must be a square (p, p) matrix, got shape {S.shape}")
-        n = check_int_range("n (number of samples)", n, 1)
-    batch_size = check_int_range("batch_size", batch_size, 1, n)
-    return 0.5 * lr * lr * noise_factor(scheme, n, batch_size) * S
 
 
 # --------------------------------------------------------------------------- effective loss (WOR mean)
@@ -347,7 +80,8 @@ def effective_loss(problem: Problem, lr: float, batch_size: int,
     mean by ``-lr M grad L_eff + O(lr^3)`` (the batch errors of an epoch sum to zero; the ``f tr S``
     term is the average of ``lr^2 sum_{s<t} (H_t - H)(g_s - g)`` over permutations, the ``|grad L|^2``
     term the discrete-step correction of gradient descent), so its minimiser is the stationary mean
-    (arXiv 2306.03521, DESIGN 3). Assumes every sample is used each epoch (N divisible by b).
+    (arXiv 2306.03521; docs/concepts.md, "SGD near a minimum"). Assumes every sample is used each epoch
+    (N divisible by b).
 
     The returned callable maps ``w`` (p,) to a 0-d tensor and is differentiable with ``torch.func``
     (``grad``, ``hessian``); it costs one pass of per-sample gradients over the data (chunked).
@@ -397,13 +131,13 @@ def minimize_effective_loss(problem: Problem, lr: float, batch_size: int, w_star
     Both are returned. They differ at O(lr^2), the order to which ``L_eff`` itself describes the
     stationary mean, so either is the theory's prediction (``w_eff`` is the one :func:`wor_theory`
     uses). Against the exact WOR mean of a quadratic problem both err by about 0.1 lr M h_max
-    relative to the shift ``w_eff - w*`` (tests/theory/test_point.py).
+    relative to the shift ``w_eff - w*`` (tests/theory/test_wor.py).
     """
-    w_star_t = _as_point(problem, w_star, "w_star")
+    w_star_t = check_point(problem, w_star, "w_star")
     l_eff = effective_loss(problem, lr, batch_size)
     grad_eff, hess_eff = func_grad(l_eff), func_hessian(l_eff)
     H = problem.hessian(w_star_t)
-    _check_minimum_hessian(_numpy(H), "w_star")
+    check_minimum(_numpy(H), "w_star")
     first = w_star_t - torch.linalg.solve(H, grad_eff(w_star_t).detach())
     result = _newton(lambda x: l_eff(x).detach(), lambda x: grad_eff(x).detach(), lambda x: hess_eff(x).detach(),
                      w_star_t, tol=tol, max_iter=max_iter, what="minimize_effective_loss")
@@ -521,7 +255,7 @@ def wor_epoch_diffusion(problem: Problem, w, lr: float, batch_size: int, *, epoc
     """
     from tqdm.auto import tqdm
 
-    w = _as_point(problem, w)
+    w = check_point(problem, w)
     lr = check_positive("lr", lr)
     batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
     epochs = check_int_range("epochs", epochs, 2)
@@ -665,98 +399,6 @@ def wor_validity(H, lr: float, steps_per_epoch: int) -> float:
 
 
 @dataclass(frozen=True, eq=False)
-class WRTheory:
-    """Stationary state of step-wise SGD (``wr`` / ``iid``) at a minimum.
-
-    Attributes
-    ----------
-    state : StationaryState   mean w*, H, D (per step), Sigma, Q; ``state.ep_rate`` per step
-    S : (p, p)                per-sample gradient covariance at w*
-    noise_factor : float      f of the scheme
-    commutator_ratio : float  ``|[H, D]|_F / |H D|_F`` (0 iff equilibrium)
-    ep_rate : float           mean entropy production per step, ``-tr(Q D^{-1} Q Sigma^{-1})``
-    lr_hmax : float           ``lr h_max`` (the Lyapunov / small-step approximation needs it << 1)
-    """
-
-    state: StationaryState
-    S: np.ndarray
-    noise_factor: float
-    commutator_ratio: float
-    ep_rate: float
-    lr_hmax: float
-
-    @property
-    def H(self) -> np.ndarray:
-        return self.state.H
-
-    @property
-    def D(self) -> np.ndarray:
-        return self.state.D
-
-    @property
-    def Sigma(self) -> np.ndarray:
-        return self.state.Sigma
-
-    @property
-    def Q(self) -> np.ndarray:
-        return self.state.Q
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.state.mean
-
-
-def _check_noise(S: np.ndarray, factor: float, n: int, batch_size: int, scheme: str) -> None:
-    """ValueError when the gradient noise vanishes in some direction (D singular)."""
-    if factor == 0:
-        raise ValueError(f"no minibatch noise: with scheme {scheme!r} and b = N = {n} every step uses the full "
-                         "gradient, so D = 0 and there is no stationary spread; use b < N (or Langevin noise)")
-    lam = np.linalg.eigvalsh(S)
-    if lam[-1] <= 0 or lam[0] <= _SINGULAR_RCOND * lam[-1]:
-        raise ValueError(
-            f"the diffusion matrix D is singular: the per-sample gradient covariance S has eigenvalues "
-            f"{lam[0]:.3g} .. {lam[-1]:.3g}, so the gradient noise does not reach every direction (fewer "
-            f"distinct samples than parameters, N = {n}, or per-sample gradients that agree along some "
-            "direction). Entropy production needs D^{-1}: use more (or more varied) data, add Langevin noise, "
-            "or analyse the subspace spanned by S")
-
-
-def wr_theory(problem: Problem, w_star, lr: float, batch_size: int, scheme: str = "wr", *,
-              chunk_size: int = 1024) -> WRTheory:
-    r"""Fokker–Planck stationary state of step-wise SGD at the minimum ``w_star``.
-
-    ``H = problem.hessian(w*)``, ``D = (lr^2/2) f S(w*)`` (:func:`diffusion`), and the stationary
-    state ``H Sigma + Sigma H = (2/lr) D``, ``Q = (lr/2)(H Sigma - Sigma H)`` with its entropy
-    production from :func:`sgworld.theory.stationary.stationary_state` (arXiv 2306.03521).
-
-    Raises
-    ------
-    ValueError
-        ``w_star`` is not a minimum (Hessian not positive definite, or a gradient that moves the
-        minimum by more than the stationary spread): use :func:`find_minimum`. ``D`` singular (no
-        noise along some direction).
-    """
-    w = _as_point(problem, w_star, "w_star")
-    lr = check_positive("lr", lr)
-    batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
-    if scheme not in STEPWISE_SCHEMES:
-        raise ValueError(f"wr_theory covers the step-wise schemes {', '.join(STEPWISE_SCHEMES)}, got {scheme!r}; "
-                         "for 'wor' use wor_theory")
-    with torch.no_grad():
-        H = _numpy(problem.hessian(w))
-        g = _numpy(_grad(problem, w))
-    _check_minimum_hessian(H, "w_star")
-    S = gradient_covariance(problem, w, chunk_size)
-    factor = noise_factor(scheme, problem.n, batch_size)
-    _check_noise(S, factor, problem.n, batch_size, scheme)
-    D = diffusion(S, lr, batch_size, scheme, n=problem.n)
-    state = stationary_state(H, D, lr, _numpy(w))
-    _check_at_minimum(H, g, state.Sigma, "w_star")
-    return WRTheory(state=state, S=S, noise_factor=factor, commutator_ratio=commutator_ratio(H, D),
-                    ep_rate=state.ep_rate, lr_hmax=float(lr * np.linalg.eigvalsh(H)[-1]))
-
-
-@dataclass(frozen=True, eq=False)
 class WORTheory:
     """Stationary state of WOR SGD (random reshuffling) at epoch boundaries, near the minimum w*.
 
@@ -764,12 +406,13 @@ class WORTheory:
     ----------
     w_star : (p,)             minimum of L
     effective : EffectiveMinimum  ``w_eff`` (Newton on L_eff) and the first-order formula
-    H : (p, p)                Hessian of L at ``w_eff``
     S : (p, p)                per-sample gradient covariance at ``w_eff``
     diffusion : EpochDiffusion  per-epoch ``D_WOR`` at ``w_eff``, second-order formula and simulated
-    state : StationaryState   mean ``w_eff``, ``D = D_WOR`` (second order), ``Sigma`` from
-                              ``lr M (H Sigma + Sigma H) = 2 D_WOR``, ``Q`` per epoch (built with
-                              time step ``lr M``)
+    state : StationaryState   the state at epoch boundaries, with time step one epoch (``state.lr =
+                              lr M``): mean ``w_eff``, ``H`` (Hessian of L at ``w_eff``), ``D = D_WOR``
+                              (second order), ``Sigma`` from ``lr M (H Sigma + Sigma H) = 2 D_WOR``,
+                              ``Q`` and ``state.ep_rate`` per epoch, ``state.lr_hmax = lr M h_max``
+                              (the validity measure, << 1), ``state.commutator_ratio``
     Sigma_se : (p, p)         Monte Carlo standard error of ``Sigma`` from the finite number of
                               permutations behind ``D_WOR`` (the Lyapunov map is linear)
     Sigma_discrete : (p, p)   refinement: simulated ``D_WOR`` (all orders in lr at a fixed start) and
@@ -777,31 +420,16 @@ class WORTheory:
                               limit (in the regression example the permutation-averaged epoch
                               Jacobian equals ``(I - lr H)^M`` to 3e-4 relative)
     steps_per_epoch : int     M
-    lr_M_hmax : float         validity measure ``lr M h_max`` (<< 1)
     """
 
     w_star: np.ndarray
     effective: EffectiveMinimum
-    H: np.ndarray
     S: np.ndarray
     diffusion: EpochDiffusion
     state: StationaryState
     Sigma_se: np.ndarray
     Sigma_discrete: np.ndarray
     steps_per_epoch: int
-    lr_M_hmax: float
-
-    @property
-    def w_eff(self) -> np.ndarray:
-        return self.effective.w_eff
-
-    @property
-    def Sigma(self) -> np.ndarray:
-        return self.state.Sigma
-
-    @property
-    def D(self) -> np.ndarray:
-        return self.state.D
 
 
 def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: int = 20000, seed: int = 0,
@@ -811,15 +439,16 @@ def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: 
     ``w_eff`` by :func:`minimize_effective_loss` from ``w_star``; at ``w_eff``: ``H``, ``S`` and
     ``D_WOR`` (:func:`wor_epoch_diffusion`: the second-order formula, averaged over ``epochs``
     permutations, defines the theory; the simulated value rides along as a check), then
-    ``lr M (H Sigma + Sigma H) = 2 D_WOR`` (:func:`sigma_wor`). arXiv 2306.03521, DESIGN 3.
+    ``lr M (H Sigma + Sigma H) = 2 D_WOR`` (:func:`sigma_wor`). arXiv 2306.03521; docs/concepts.md,
+    "SGD near a minimum".
 
     Raises
     ------
     ValueError
-        ``w_star`` not a minimum (use :func:`find_minimum`); N not divisible by b (the effective-loss
-        mean and the O(lr^3) covariance assume every sample is used once per epoch).
+        ``w_star`` not a minimum (use :func:`sgworld.theory.minimum.find_minimum`); N not divisible by b
+        (the effective-loss mean and the O(lr^3) covariance assume every sample is used once per epoch).
     """
-    w0 = _as_point(problem, w_star, "w_star")
+    w0 = check_point(problem, w_star, "w_star")
     lr = check_positive("lr", lr)
     batch_size = check_int_range("batch_size", batch_size, 1, problem.n)
     if problem.n % batch_size:
@@ -827,18 +456,17 @@ def wor_theory(problem: Problem, w_star, lr: float, batch_size: int, *, epochs: 
                          "remainder the epoch noise is O(lr^2), not O(lr^4); choose b dividing N")
     with torch.no_grad():
         H0 = _numpy(problem.hessian(w0))
-    _check_minimum_hessian(H0, "w_star")
+    check_minimum(H0, "w_star")
     _check_step_size(lr, float(np.linalg.eigvalsh(H0)[-1]), "WOR SGD")
     effective = minimize_effective_loss(problem, lr, batch_size, w0)
     w_eff = torch.as_tensor(effective.w_eff, dtype=problem.dtype)
     with torch.no_grad():
         H = _numpy(problem.hessian(w_eff))
     S = gradient_covariance(problem, w_eff, chunk_size)
-    _check_noise(S, noise_factor("wr", problem.n, batch_size), problem.n, batch_size, "wor")
+    check_gradient_noise(S, noise_factor("wr", problem.n, batch_size), problem.n, batch_size, "wor")
     m = problem.n // batch_size
     epoch = wor_epoch_diffusion(problem, w_eff, lr, batch_size, epochs=epochs, seed=seed, progress=progress)
     state = stationary_state(H, epoch.D_second_order, lr * m, effective.w_eff)
-    return WORTheory(w_star=_numpy(w0), effective=effective, H=H, S=S, diffusion=epoch, state=state,
+    return WORTheory(w_star=_numpy(w0), effective=effective, S=S, diffusion=epoch, state=state,
                      Sigma_se=wor_sigma_standard_error(H, epoch.second_order_displacements, lr, m),
-                     Sigma_discrete=sigma_wor(H, epoch, lr, m, discrete=True), steps_per_epoch=m,
-                     lr_M_hmax=wor_validity(H, lr, m))
+                     Sigma_discrete=sigma_wor(H, epoch, lr, m, discrete=True), steps_per_epoch=m)
