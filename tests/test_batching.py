@@ -145,7 +145,7 @@ def test_same_seed_same_stream(scheme):
 ])
 def test_bad_stream_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
-        IndexStream(generator=torch.Generator(), **kwargs)
+        IndexStream(rng=torch.Generator(), **kwargs)
 
 
 @pytest.mark.parametrize("scheme", ["wor", "shuffle_once", "sequential"])

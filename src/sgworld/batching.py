@@ -1,6 +1,6 @@
 """Minibatch index streams, one independent stream per chain, vectorised over chains.
 
-Schemes (DESIGN 1):
+Schemes (docs/concepts.md, "Minibatch schemes"):
 
 ``wr``            with replacement: every step draws b *distinct* indices, independently of all
                   other steps. Batch-mean gradient covariance ``(N-b)/(b(N-1)) S``.
@@ -11,8 +11,9 @@ Schemes (DESIGN 1):
 ``shuffle_once``  one permutation per chain, drawn once and reused every epoch.
 ``sequential``    0..N-1 in order, the same for every chain.
 
-All randomness comes from the ``torch.Generator`` given; the same generator state, N, b and
-number of chains give the same stream.
+All randomness comes from the random streams given (:class:`sgworld.rng.ChainRandom`, one generator per
+chain group, or one ``torch.Generator`` for all chains): the same streams, N and b give the same
+indices, and each chain group's indices depend on its own generator only.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ import numpy as np
 import torch
 
 from ._checks import check_choice, check_int_range
+from .rng import ChainRandom
 
 SCHEMES = ("wr", "iid", "wor", "shuffle_once", "sequential")
 EPOCH_SCHEMES = ("wor", "shuffle_once", "sequential")
+# Batches drawn afresh and independently every step: the gradient noise acts per step, with the factor
+# noise_factor(scheme, N, b) (the rest of SCHEMES, the epoch schemes, have dependent batches).
+STEPWISE_SCHEMES = ("wr", "iid")
 
 # Step-wise schemes draw blocks of steps: the first is small (fast start), later ones double up to
 # this many indices (bounds the memory of one block and amortises per-block overhead).
@@ -38,14 +43,14 @@ def noise_factor(scheme: str, n: int, batch_size: int) -> float:
 
     The epoch schemes (``wor``, ``shuffle_once``, ``sequential``) have no such factor: one batch of
     ``wor`` has wr's marginal covariance, but the batches of an epoch are dependent (their errors sum
-    to zero), so their noise acts per epoch at O(lr^4) (:func:`sgworld.theory.point.wor_epoch_diffusion`),
+    to zero), so their noise acts per epoch at O(lr^4) (:func:`sgworld.theory.wor.wor_epoch_diffusion`),
     and the fixed orders repeat exactly. Asking for their factor is an error rather than a wrong number.
     """
     check_choice("scheme", scheme, SCHEMES)
-    if scheme in EPOCH_SCHEMES:
+    if scheme not in STEPWISE_SCHEMES:
         raise ValueError(f"scheme {scheme!r} has no per-step noise factor (its batches are dependent within an "
                          "epoch); use 'wr' or 'iid', or for 'wor' the per-epoch diffusion "
-                         "sgworld.theory.point.wor_epoch_diffusion")
+                         "sgworld.theory.wor_epoch_diffusion")
     if scheme == "iid":
         return 1.0 / batch_size
     return (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0
@@ -117,26 +122,31 @@ class IndexStream:
     ``drop_last=False``).
     """
 
-    def __init__(self, scheme: str, n: int, batch_size: int, chains: int, generator: torch.Generator,
+    def __init__(self, scheme: str, n: int, batch_size: int, chains: int, rng: ChainRandom | torch.Generator,
                  *, drop_last: bool = True, device=None):
         self.scheme = check_choice("scheme", scheme, SCHEMES)
         self.n = check_int_range("N (number of samples)", n, 1)
         self.batch_size = check_int_range("batch_size", batch_size, 1, self.n)
         self.chains = check_int_range("chains", chains, 1)
-        self.generator = generator
+        if isinstance(rng, torch.Generator):
+            rng = ChainRandom.single(rng, self.chains)
+        if rng.chains != self.chains:
+            raise ValueError(f"the random streams serve {rng.chains} chains, not {self.chains}")
+        self.rng = rng
         self.drop_last = bool(drop_last)
-        self.device = device
+        self.device = device if device is not None else rng.device
         full, rest = divmod(self.n, self.batch_size)
         self.steps_per_epoch = full + (1 if rest and not self.drop_last else 0)
         self._block: list[torch.Tensor] = []
         self._block_steps = _FIRST_BLOCK_STEPS
-        # Permutations are shuffled by numpy, from a generator seeded by the torch generator.
-        self._perm_rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        # Permutations are shuffled by numpy, one generator per chain group seeded by the group's torch generator.
+        self._perm_rngs = [np.random.default_rng(int(torch.randint(2**62, (1,), generator=g, device=g.device)))
+                           for g in rng.generators]
         self._fixed_perm = None
         if scheme == "shuffle_once":
-            self._fixed_perm = random_permutations(self.chains, self.n, self._perm_rng, device)
+            self._fixed_perm = self._permutations()
         elif scheme == "sequential":
-            self._fixed_perm = torch.arange(self.n, device=device).expand(self.chains, self.n)
+            self._fixed_perm = torch.arange(self.n, device=self.device).expand(self.chains, self.n)
 
     @property
     def is_epoch_scheme(self) -> bool:
@@ -155,29 +165,41 @@ class IndexStream:
     def state_dict(self) -> dict:
         """Everything needed to continue this stream exactly: the generators' states, the indices
         generated but not yet used, and the block-size schedule."""
-        return {"generator": self.generator.get_state(), "perm_rng": self._perm_rng.bit_generator.state,
+        return {"rng": self.rng.state_dict(), "perm_rngs": [r.bit_generator.state for r in self._perm_rngs],
                 "block": [t.cpu() for t in self._block], "block_steps": self._block_steps,
                 "fixed_perm": None if self._fixed_perm is None else self._fixed_perm.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self._perm_rng.bit_generator.state = state["perm_rng"]
+        self.rng.load_state_dict(state["rng"])
+        for r, s in zip(self._perm_rngs, state["perm_rngs"]):
+            r.bit_generator.state = s
         self._block = [t.to(self.device) for t in state["block"]]
         self._block_steps = state["block_steps"]
         if state["fixed_perm"] is not None:
             self._fixed_perm = state["fixed_perm"].to(self.device)
 
     def _next_block(self) -> torch.Tensor:
-        k, n, b = self.chains, self.n, self.batch_size
-        steps = min(self._block_steps, _MAX_BLOCK_STEPS, max(1, _BLOCK_ELEMENTS // (k * b)))
+        n, b = self.n, self.batch_size
+        # The block length depends on the nominal group size only, so a group's indices do not depend on
+        # how many groups run beside it.
+        steps = min(self._block_steps, _MAX_BLOCK_STEPS, max(1, _BLOCK_ELEMENTS // (self.rng.nominal_size * b)))
         self._block_steps *= 2
-        if self.scheme == "iid":
-            return torch.randint(n, (steps, k, b), generator=self.generator, device=self.device)
-        return distinct_indices(steps * k, n, b, self.generator, self.device).reshape(steps, k, b)
+        parts = []
+        for gen, k in zip(self.rng.generators, self.rng.sizes):
+            if self.scheme == "iid":
+                part = torch.randint(n, (steps, k, b), generator=gen, device=gen.device)
+            else:
+                part = distinct_indices(steps * k, n, b, gen, gen.device).reshape(steps, k, b)
+            parts.append(part.to(self.device))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _permutations(self) -> torch.Tensor:
+        """(K, N): an independent uniform permutation per chain, each group from its own generator."""
+        parts = [random_permutations(k, self.n, r, self.device) for r, k in zip(self._perm_rngs, self.rng.sizes)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
     def _next_epoch(self) -> list[torch.Tensor]:
-        perm = self._fixed_perm if self._fixed_perm is not None else \
-            random_permutations(self.chains, self.n, self._perm_rng, self.device)
+        perm = self._fixed_perm if self._fixed_perm is not None else self._permutations()
         b, m = self.batch_size, self.n // self.batch_size
         batches = list(perm[:, : m * b].reshape(self.chains, m, b).unbind(1))
         if m * b < self.n and not self.drop_last:

@@ -2,7 +2,7 @@
 
 Two checks of :func:`sgworld.sample`, besides its sparse check for non-finite positions:
 
-* **Up front.** For a quadratic potential with Hessian ``H`` the update rule (DESIGN 1) moves the mean
+* **Up front.** For a quadratic potential with Hessian ``H`` the update rule (docs/concepts.md) moves the mean
   by ``E[w'] - w* = (I - lr H)(E[w] - w*)`` each step, and each eigen-mode's variance by
   ``v' = (1 - lr h)^2 v + (noise)``: there is no stationary state, and the chains diverge
   geometrically, once ``|1 - lr h_max| >= 1``, i.e. ``lr >= 2 / h_max``. Where the problem knows
@@ -21,16 +21,23 @@ import torch
 from .errors import StepSizeError
 
 GROWTH = 1e6  # growth of the distance from the start, over at most ~3/4 of the run so far, that is a divergence
-LANGEVIN_KERNELS = ("sgd", "sgld", "sgworld", "ula")  # kernels of the update rule without a Metropolis test
+# kernels of stochastic-gradient updates without a Metropolis test (growth is monitored); not csgld, whose
+# chains may sit still at a minimum through an exploration stage (T = 0) and then move: no divergence
+LANGEVIN_KERNELS = ("sgd", "sgld", "sgworld", "ula", "sgld_cv", "sghmc", "sgnht", "psgld")
 
 
 def check_step_size(problem, kernel, scheme: str | None) -> float | None:
-    """The stability limit ``2 / h_max`` of ``kernel`` on ``problem`` when known (else None); raises
-    StepSizeError when a Langevin kernel's lr is at or above it."""
+    """The stability limit of ``kernel`` on ``problem`` when known (else None): the kernel's own
+    ``kernel.lr_limit(problem, scheme)`` if it has one (e.g. ``2 (2 - alpha) / h_max`` for SGHMC), else
+    ``2 / h_max`` for the Langevin kernels; raises StepSizeError when lr is at or above it."""
     limit_of = getattr(problem, "lr_limit", None)
-    if kernel.name not in LANGEVIN_KERNELS or limit_of is None:
+    own = getattr(kernel, "lr_limit", None)
+    if own is not None:
+        limit = own(problem, scheme)
+    elif kernel.name not in LANGEVIN_KERNELS or limit_of is None:
         return None
-    limit = limit_of(scheme)
+    else:
+        limit = limit_of(scheme)
     if limit is not None and kernel.lr >= limit:
         raise StepSizeError(kernel.lr, 2.0 / limit, f"{kernel.name} on {problem.name!r} has no stationary state "
                             "and its chains diverge geometrically")
@@ -62,11 +69,12 @@ class GrowthMonitor:
     def __init__(self, start: torch.Tensor):
         self.start = start  # not copied (no extra (K, p) memory): the kernels never write into their input
         chains = start.shape[0]
-        self.running = torch.zeros(chains, dtype=start.dtype)    # largest distance seen so far
-        self.latest = torch.zeros(chains, dtype=start.dtype)     # largest distance by the last mark
-        self.reference = torch.zeros(chains, dtype=start.dtype)  # ... by the mark before (R_k)
+        on = start.device
+        self.running = torch.zeros(chains, dtype=start.dtype, device=on)    # largest distance seen so far
+        self.latest = torch.zeros(chains, dtype=start.dtype, device=on)     # largest distance by the last mark
+        self.reference = torch.zeros(chains, dtype=start.dtype, device=on)  # ... by the mark before (R_k)
         self.mark = 0
-        self.first_step = torch.zeros(chains, dtype=torch.long)  # step at which a chain was flagged (0: never)
+        self.first_step = torch.zeros(chains, dtype=torch.long, device=on)  # step at which a chain was flagged (0: never)
 
     def update(self, position: torch.Tensor, step: int) -> None:
         """Measure the chains at ``step`` (a progress point) and flag those that grew past the bound."""

@@ -88,6 +88,8 @@ def clear_run(out: str | os.PathLike, figures=()) -> None:
     """Delete a previous run's files from ``out`` (its checkpoints, RUN_FILES and the named figures)."""
     out = Path(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    for scratch in out.glob(".rank-*"):  # the other ranks' folders of a run under torchrun
+        shutil.rmtree(scratch, ignore_errors=True)
     for name in (*RUN_FILES, *figures):
         (out / name).unlink(missing_ok=True)
 

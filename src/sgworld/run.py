@@ -18,15 +18,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from ._checks import check_choice, check_int_range
 from .batching import EPOCH_SCHEMES, IndexStream
 from .checkpoint import data_digest, load_checkpoint, remove_checkpoints, save_checkpoint
 from .divergence import LANGEVIN_KERNELS, GrowthMonitor, check_step_size
 from .errors import DivergenceError
+from .devices import check_device, same_device
 from .problems import Problem
+from .rng import CHAIN_GROUP, INDEX_STREAM, NOISE_STREAM, ChainRandom, group_sizes
 from .samplers import METHODS, Kernel
-from .trace import CHECKSUM_KEY, Trace, TraceWriter, read_folder_meta
+from .trace import (CHECKSUM_KEY, RANK_FOLDER, Trace, TraceWriter, merge_chains, pooled_statistics, rank_folders,
+                    read_folder_meta)
 
 
 _FINITE_CHECK_EVERY = 8
@@ -54,15 +57,10 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def make_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
-    """Independent generators for the minibatch indices and the sampler noise, from one seed."""
-    seeds = np.random.SeedSequence(int(seed)).generate_state(2, dtype=np.uint64)
-    return tuple(torch.Generator().manual_seed(int(s) & ((1 << 63) - 1)) for s in seeds)
-
-
 def initial_positions(problem: Problem, init, chains: int) -> torch.Tensor:
     """(K, p) starting points from ``init``: None (the problem's initial point), (p,) or (K, p)."""
     w = problem.initial_params() if init is None else torch.as_tensor(init, dtype=problem.dtype)
+    w = w.to(problem.device)
     if w.ndim == 1:
         w = w.expand(chains, -1)
     if w.shape != (chains, problem.dim):
@@ -79,7 +77,7 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
            burn_in: int = 0, thin: int = 1, init=None, seed: int = 0, drop_last: bool = True,
            progress: bool | None = None, threads: int | None = 1, out=None,
            checkpoint_every: float | None = 60.0, compile: bool = False,
-           kernel_options: dict | None = None) -> Trace:
+           kernel_options: dict | None = None, device=None, record_basis=None) -> Trace:
     """Run K chains of a sampler and return their draws as a :class:`Trace`.
 
     Every step applies ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi`` (or the kernel's own step, for
@@ -89,9 +87,11 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
 
     Parameters
     ----------
-    method : "sgd" | "sgld" | "sgworld" | "ula" | "mala" | "hmc" | "lahmc" | "mjhmc", or a Kernel
-    lr, temperature : step size and temperature (ignored when a Kernel is given); for the Hamiltonian
-        samplers lr is the leapfrog step eps
+    method : "sgd" | "sgld" | "sgworld" | "ula" | "mala" | "hmc" | "lahmc" | "mjhmc" | "sghmc" | "sgnht" |
+        "psgld" | "sgld_cv" | "csgld", or a Kernel
+    lr, temperature : step size and temperature (ignored when a Kernel is given), numbers or schedules
+        (:mod:`sgworld.schedules`) for the stochastic-gradient methods; for the Hamiltonian samplers lr is
+        the leapfrog step eps
     kernel_options : further keyword settings of the method's kernel factory, e.g. for "hmc"
         ``{"leapfrog_steps": 10, "beta": 0.1}``, "lahmc" also ``"look_ahead"`` (K), "mjhmc"
         ``"leapfrog_steps"``, ``"beta"`` and ``"time_step"`` (see :mod:`sgworld.samplers`); recorded in the
@@ -112,6 +112,20 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         checkpoint (the result is bit for bit that of an uninterrupted run), or returns the finished
         trace; a folder holding a different run is an error.
     checkpoint_every : seconds between checkpoints when ``out`` is given (None: no checkpoints)
+    device : where the chains run: the problem's device (default), given explicitly (it must be the
+        problem's: move the data first with ``problem.to(device)``). Index streams and noise are drawn
+        there (one generator per chain group and purpose, :mod:`sgworld.rng`), so a run gives the same
+        draws however its chains are split; draws are copied to the host in chunks. A checkpoint resumes
+        on a device of the same type.
+    record_basis : optional (p, q) matrix V: each draw is recorded as its coordinates ``w @ V`` (q
+        numbers instead of p, e.g. a top-k Hessian eigenspace of a large network), so the trace is
+        (chains, draws, q); the chains themselves move in all p dimensions.
+    Processes: under an initialised ``torch.distributed`` process group (e.g. ``torchrun``), each rank
+        runs whole chain groups (:func:`sgworld.distributed.split_groups`) and the draws are gathered, so
+        every rank returns the trace of all ``chains`` chains, bit for bit what one process returns.
+        With ``out``, rank R streams into ``out/rank-R`` (checkpoint / resume per rank, with the same
+        number of ranks) and ``Trace.load(out)`` merges the rank folders. A rank that stops is named by
+        the others (:class:`sgworld.distributed.RankFailedError`).
     compile : run blocks of ``FUSED_STEPS`` steps as one ``torch.compile``-d function (stochastic-gradient
         kernels; MALA always steps one at a time). The block applies the same gradient and update rule;
         it takes its noise for the whole block from one draw, so its trace differs from
@@ -130,7 +144,9 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
     DiskSpaceError : (an OSError) ``out`` has no room for the draws file (checked, and the file reserved,
         before the first step) or for a checkpoint; the last checkpoint stays usable, so the same call
         resumes once space is freed.
+    ValueError : a device that does not exist here, or one other than the problem's.
     """
+    problem, device = _chains_device(problem, device)
     options = dict(kernel_options or {})
     if isinstance(method, Kernel):
         if options:
@@ -154,19 +170,111 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
     if checkpoint_every is not None and not checkpoint_every >= 0:
         raise ValueError(f"checkpoint_every = {checkpoint_every!r} is invalid; allowed: seconds >= 0 or None")
     scheme = scheme or kernel.scheme
-    index_gen, noise_gen = make_generators(seed)
+    if kernel.check_scheme is not None:
+        kernel.check_scheme(scheme)
+    if scheme is not None and batch_size is None:
+        raise ValueError(f"batch_size is required for {kernel.name!r}: pass batch_size=b with 1 <= b <= {problem.n}")
+    position = initial_positions(problem, init, chains)
+    if record_basis is not None:
+        record_basis = torch.as_tensor(record_basis, dtype=problem.dtype, device=position.device)
+        if record_basis.ndim != 2 or record_basis.shape[0] != problem.dim:
+            raise ValueError(f"record_basis must have shape ({problem.dim}, q), got {tuple(record_basis.shape)}")
+    run = dict(kernel=kernel, scheme=scheme, batch_size=batch_size, chains=chains, num_draws=num_draws,
+               burn_in=burn_in, thin=thin, seed=seed, drop_last=drop_last, progress=progress, threads=threads,
+               checkpoint_every=checkpoint_every, compile=compile, options=options, record_basis=record_basis)
+    if not distributed.active():
+        return _sample_groups(problem, position, None, out=out, **run)
+
+    # Chains over processes: whole chain groups per rank, draws gathered to every rank.
+    world, me = distributed.world_size(), distributed.rank()
+    groups = distributed.split_groups(len(group_sizes(chains)), world, me)
+    run["progress"] = progress if me == 0 else False
+    outcome = None
+    if len(groups):
+        lo, hi = groups.start * CHAIN_GROUP, min(groups.stop * CHAIN_GROUP, chains)
+        try:
+            outcome = _sample_groups(problem, position[lo:hi], groups, out=None if out is None else
+                                     Path(out) / RANK_FOLDER.format(me), split=(me, world), **run)
+        except BaseException as exc:  # reported to the other ranks, then raised here
+            failure = exc
+            outcome = f"{type(exc).__name__}: {exc}"
+    parts = distributed.gather(outcome, "the end of sample()")
+    failed = [(r, o) for r, o in enumerate(parts) if isinstance(o, str)]
+    if isinstance(outcome, str):
+        raise failure
+    if failed:
+        r, message = failed[0]
+        raise distributed.RankFailedError(f"rank {r} failed in sample() ({message.splitlines()[0]}); rank {me} "
+                                          "stops too, its own draws and checkpoints kept")
+    return merge_chains([t for t in parts if t is not None])
+
+
+@contextmanager
+def sampling_device(device):
+    """Within the block, :func:`sample` calls without ``device=`` run on ``device``: their problem is moved
+    there (``problem.to(device)``) for the call. This is how ``sgworld run --device`` reaches the studies."""
+    previous = _DEFAULT_DEVICE[0]
+    _DEFAULT_DEVICE[0] = None if device is None else check_device(device)
+    try:
+        yield
+    finally:
+        _DEFAULT_DEVICE[0] = previous
+
+
+_DEFAULT_DEVICE: list = [None]
+
+
+def _chains_device(problem: Problem, device) -> tuple[Problem, torch.device]:
+    """The problem and the device its chains run on; one-line errors for a device that does not exist here
+    or that differs from the data's."""
+    devices = {str(d.device) for d in problem.data}
+    if len(devices) > 1:
+        raise ValueError(f"the problem's data tensors lie on different devices ({', '.join(sorted(devices))}); "
+                         "put them on one device, e.g. problem = problem.to('cpu')")
+    if device is None:
+        if _DEFAULT_DEVICE[0] is not None:
+            problem = problem.to(_DEFAULT_DEVICE[0])
+        return problem, problem.device
+    device = check_device(device)
+    if not same_device(problem.device, device):
+        raise ValueError(f"device={str(device)!r} differs from the device of the problem's data ({problem.device}): "
+                         f"chains run with their data; move the data first with problem = problem.to({str(device)!r}), "
+                         "or leave out device=")
+    return problem, problem.device
+
+
+def _to_device(obj, device):
+    """Tensors in a (nested) checkpoint payload moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | None, *, kernel: Kernel, scheme,
+                   batch_size, chains: int, num_draws: int, burn_in: int, thin: int, seed: int, drop_last: bool,
+                   progress, threads, out, checkpoint_every, compile: bool, options: dict,
+                   split: tuple[int, int] | None = None, record_basis: torch.Tensor | None = None) -> Trace:
+    """Run the chains of ``groups`` (None: all) of a ``chains``-chain run, starting at ``position``
+    (their rows); the draws of those chains, with the metadata of the whole run."""
+    device = position.device
+    local = position.shape[0]
+    first_chain = 0 if groups is None else groups.start * CHAIN_GROUP
+    # Chain groups own their random streams, so a chain's draws do not depend on K or on a split over processes.
+    index_rng = ChainRandom.from_seed(seed, INDEX_STREAM, chains, groups=groups, device=device)
+    noise_gen = ChainRandom.from_seed(seed, NOISE_STREAM, chains, groups=groups, device=device)
 
     stream = None
     if scheme is not None:
-        if batch_size is None:
-            raise ValueError(f"batch_size is required for {kernel.name!r}: pass batch_size=b with 1 <= b <= {problem.n}")
-        stream = IndexStream(scheme, problem.n, batch_size, chains, index_gen, drop_last=drop_last)
+        stream = IndexStream(scheme, problem.n, batch_size, local, index_rng, drop_last=drop_last)
         if scheme in EPOCH_SCHEMES:
             burn_in = _round_up(burn_in, stream.steps_per_epoch)
             thin = _round_up(thin, stream.steps_per_epoch)
 
     lr_limit = check_step_size(problem, kernel, scheme)
-    position = initial_positions(problem, init, chains)
     growth = GrowthMonitor(position) if kernel.name in LANGEVIN_KERNELS else None
     state = kernel.init(position)
     total = burn_in + num_draws * thin
@@ -174,15 +282,26 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         "sampler": kernel.name, "lr": kernel.lr, "temperature": kernel.temperature, "scheme": scheme,
         "batch_size": batch_size if stream is not None else problem.n, "n": problem.n, "dim": problem.dim,
         "chains": chains, "num_draws": num_draws, "burn_in": burn_in, "thin": thin, "seed": int(seed),
-        "drop_last": drop_last, "steps_per_epoch": stream.steps_per_epoch if stream else 1,
-        "problem": problem.name, "dtype": str(problem.dtype).replace("torch.", ""), "sgworld_version": __version__,
+        "drop_last": drop_last, "steps_per_epoch": stream.steps_per_epoch if stream else 1, "chain_group": CHAIN_GROUP,
+        "problem": problem.name, "dtype": str(problem.dtype).replace("torch.", ""), "device": device.type,
+        "sgworld_version": __version__,
     }
-    if options:
-        meta["kernel_options"] = options
+    if options or kernel.settings:  # the kernel's JSON record replaces tensor-valued options
+        meta["kernel_options"] = {**options, **kernel.settings}
     if compile:
         meta["compiled_blocks"] = FUSED_STEPS  # a different noise order: a resumed run must match it
+    if split is not None:
+        meta.update(rank=split[0], world_size=split[1], chain_groups=[groups.start, groups.stop])
     steps_np = burn_in + thin * np.arange(1, num_draws + 1, dtype=np.int64)
-    shape = (chains, num_draws, problem.dim)
+    shape = (local, num_draws, problem.dim)
+    if kernel.record is not None:  # the kernel's own record of a state, e.g. positions and momenta side by side
+        if record_basis is not None:
+            raise ValueError(f"record_basis applies to positions; {kernel.name!r} records more than the position "
+                             "(record_momentum): pass one of them")
+        shape = (local, num_draws, kernel.record(state).shape[1])
+    if record_basis is not None:  # draws recorded as w @ V: a resumed run must use the same V
+        meta["record_basis"] = data_digest(record_basis)
+        shape = (local, num_draws, record_basis.shape[1])
 
     writer, resumed = None, None
     if out is not None:
@@ -194,15 +313,17 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         writer = TraceWriter(out, shape, np.dtype(str(meta["dtype"])), steps_np, meta,
                              open_existing=resumed is not None)
 
-    recorder = _Recorder(shape, problem.dtype, writer)
-    first_bad = torch.zeros(chains, dtype=torch.long)
-    accepted = torch.zeros(chains, dtype=torch.long)
-    grad_evals = torch.zeros(chains, dtype=torch.long)
+    recorder = _Recorder(shape, problem.dtype, writer, device, basis=record_basis)
+    first_bad = torch.zeros(local, dtype=torch.long, device=device)
+    accepted = torch.zeros(local, dtype=torch.long, device=device)
+    grad_evals = torch.zeros(local, dtype=torch.long, device=device)
     transitions, transition_names, reported = None, None, set()  # what the kernel's StepInfo carries
     done = 0
     if resumed is not None:
+        # the chains' tensors back on their device (generator states stay host tensors, as torch keeps them)
+        resumed = {k: v if k in ("noise", "stream") else _to_device(v, device) for k, v in resumed.items()}
         state = state._replace(**resumed["state"])
-        noise_gen.set_state(resumed["noise_generator"])
+        noise_gen.load_state_dict(resumed["noise"])
         if stream is not None:
             stream.load_state_dict(resumed["stream"])
         done, recorder.written = resumed["step"], resumed["recorded"]
@@ -218,11 +339,10 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             meta["acceptance_rate"] = (accepted.double() / max(done, 1)).tolist()
         if "grad_evals" in reported:
             meta["grad_evals_per_chain"] = grad_evals.tolist()
-            meta["grad_evals_per_step"] = float(grad_evals.double().mean()) / max(done, 1)
         if transitions is not None:
             meta["transition_names"] = list(transition_names)
-            meta["transition_fractions"] = (transitions.sum(0).double() / max(int(transitions.sum()), 1)).tolist()
             meta["transition_counts"] = transitions.tolist()
+        pooled_statistics(meta, done)
         return recorder.trace(steps_np, meta)
 
     def check_divergence():
@@ -231,13 +351,13 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             bad = first > 0
             if bool(bad.any()):
                 chains_bad = bad.nonzero().squeeze(1)
-                raise DivergenceError(chains_bad.tolist(), first[chains_bad].tolist(), trace=finish(), reason=reason,
-                                      lr=kernel.lr, lr_limit=lr_limit)
+                raise DivergenceError((chains_bad + first_chain).tolist(), first[chains_bad].tolist(), trace=finish(),
+                                      reason=reason, lr=kernel.lr, lr_limit=lr_limit)
 
     def checkpoint():
         recorder.flush()
         save_checkpoint(out, {"step": done, "recorded": recorder.written, "state": state._asdict(),
-                              "noise_generator": noise_gen.get_state(),
+                              "noise": noise_gen.state_dict(),
                               "stream": stream.state_dict() if stream is not None else None,
                               "accepted": accepted, "first_bad": first_bad, "grad_evals": grad_evals,
                               "transitions": transitions, "transition_names": transition_names,
@@ -275,13 +395,14 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
             state, info = kernel.step(state, idx, noise_gen)
             done = step
             if info.accepted is not None:
-                accepted += info.accepted
+                accepted += info.accepted.to(device)
                 reported.add("accepted")
             if info.grad_evals is not None:
-                grad_evals += info.grad_evals
+                grad_evals += info.grad_evals.to(device)
                 reported.add("grad_evals")
             if info.transitions is not None:
-                transitions = info.transitions.clone() if transitions is None else transitions.add_(info.transitions)
+                transitions = (info.transitions.to(device).clone() if transitions is None
+                               else transitions.add_(info.transitions.to(device)))
                 transition_names = info.transition_names
             if step % _FINITE_CHECK_EVERY == 0 or step == total:
                 # Non-finite values persist (NaN propagates; MALA rejects them), so a sparse check finds
@@ -289,7 +410,7 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
                 finite = torch.isfinite(state.position).all(1)
                 first_bad.masked_fill_(~finite & (first_bad == 0), step)
             if step > burn_in and (step - burn_in) % thin == 0:
-                recorder.add(state.position)
+                recorder.add(state.position if kernel.record is None else kernel.record(state))
             if step % update_every == 0 or step == total:
                 progress_point(step, bar)
     trace = finish()
@@ -308,15 +429,14 @@ def _run_blocks(kernel: Kernel, state, stream, noise_gen, done: int, total: int,
     # shapes: a later sample() call with the same problem and sizes reuses it.
     block = torch.compile(kernel.block, dynamic=False)
     position = state.position
-    chains, dim = position.shape
     steps_per_update = max(FUSED_STEPS, _UPDATE_EVERY_MAX // FUSED_STEPS * FUSED_STEPS)
     while done + FUSED_STEPS <= total:
         indices = torch.stack([next(stream) for _ in range(FUSED_STEPS)]) if stream is not None else None
-        noise = None if kernel.temperature == 0 else torch.randn(
-            (FUSED_STEPS, chains, dim), generator=noise_gen, dtype=position.dtype, device=position.device)
+        noise = None if kernel.temperature == 0 else torch.stack(
+            [noise_gen.normal(position) for _ in range(FUSED_STEPS)])
         positions = block(position, indices, noise)
         position = positions[-1]
-        steps = torch.arange(done + 1, done + FUSED_STEPS + 1)
+        steps = torch.arange(done + 1, done + FUSED_STEPS + 1, device=position.device)
         bad = ~torch.isfinite(positions).all(2)                         # (S, K)
         first = torch.where(bad.any(0), steps[bad.int().argmax(0)], 0)
         first_bad.copy_(torch.where(first_bad == 0, first, first_bad))
@@ -337,6 +457,9 @@ def _bar_disabled(progress: bool | None) -> bool | None:
 def _existing_run(out: Path, meta: dict) -> tuple[Trace | None, dict | None]:
     """(finished trace, None), (None, checkpoint to resume from) or (None, None) for a fresh start."""
     if not (out / "meta.json").exists():
+        if rank_folders(out):
+            raise ValueError(f"out folder {str(out)!r} holds a run split over {len(rank_folders(out))} processes "
+                             "(rank-* folders); resume it under torchrun with as many processes, or choose another folder")
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"out folder {str(out)!r} exists and is not an sgworld trace folder; choose a new or "
                              "empty folder")
@@ -353,37 +476,58 @@ def _existing_run(out: Path, meta: dict) -> tuple[Trace | None, dict | None]:
     return None, load_checkpoint(out)
 
 
-class _Recorder:
-    """Collects draws: all in memory, or (with a trace writer) in chunks written to disk."""
+def _records_directly(writer, device: torch.device) -> bool:
+    """Whether draws go straight into the returned array (in memory, on the CPU) rather than through a
+    staging buffer on the chains' device that is copied to the host (or disk) one chunk at a time."""
+    return writer is None and device.type == "cpu"
 
-    def __init__(self, shape, dtype, writer: TraceWriter | None):
+
+class _Recorder:
+    """Collects draws: all in memory, or (with a trace writer) in chunks written to disk.
+
+    Draws are staged on the chains' device and copied to the host one chunk at a time (at most
+    ``_CHUNK_BYTES`` of draws); on the CPU without a writer they go straight into the returned array.
+    """
+
+    def __init__(self, shape, dtype, writer: TraceWriter | None, device=None, basis: torch.Tensor | None = None):
         chains, num_draws, p = shape
+        device = torch.device("cpu") if device is None else torch.device(device)
         self.writer = writer
+        self.basis = basis  # draws recorded as position @ basis (sample(record_basis=...))
+        self.direct = _records_directly(writer, device)
         chunk = num_draws
-        if writer is not None:
-            chunk = max(1, min(num_draws, _CHUNK_BYTES // (chains * p * torch.finfo(dtype).bits // 8)))
-        self.buffer = torch.empty(chains, chunk, p, dtype=dtype)
-        self.written = 0   # draws already on disk (streaming)
-        self.fill = 0      # draws in the buffer
+        if not self.direct:
+            chunk = max(1, min(num_draws, _CHUNK_BYTES // max(1, chains * p * torch.finfo(dtype).bits // 8)))
+        self.buffer = torch.empty(chains, chunk, p, dtype=dtype, device=device)
+        self.host = torch.empty(chains, num_draws, p, dtype=dtype) if writer is None and not self.direct else None
+        self.written = 0   # draws moved off the stage (to the host array or to disk)
+        self.fill = 0      # draws on the stage
 
     def add(self, position: torch.Tensor) -> None:
-        self.buffer[:, self.fill] = position
+        self.buffer[:, self.fill] = position if self.basis is None else position @ self.basis
         self.fill += 1
-        if self.writer is not None and self.fill == self.buffer.shape[1]:
+        if not self.direct and self.fill == self.buffer.shape[1]:
             self.flush(durable=False)
 
     def flush(self, durable: bool = True) -> None:
-        if self.writer is None:
+        if self.direct:
             return
         if self.fill:
-            self.writer.write(self.written, self.buffer[:, :self.fill].numpy())
+            block = self.buffer[:, :self.fill].cpu()   # one copy per chunk
+            if self.writer is not None:
+                self.writer.write(self.written, block.numpy())
+            else:
+                self.host[:, self.written:self.written + self.fill] = block
             self.written += self.fill
             self.fill = 0
-        if durable:
+        if durable and self.writer is not None:
             self.writer.flush()
 
     def trace(self, steps: np.ndarray, meta: dict) -> Trace:
-        if self.writer is None:
+        if self.direct:
             return Trace(self.buffer[:, :self.fill].numpy(), steps[:self.fill], dict(meta))
         self.flush()
-        return Trace(self.writer.draws[:, :self.written], steps[:self.written], dict(meta))
+        draws = self.host if self.writer is None else self.writer.draws
+        if isinstance(draws, torch.Tensor):
+            draws = draws.numpy()
+        return Trace(draws[:, :self.written], steps[:self.written], dict(meta))

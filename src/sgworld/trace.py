@@ -29,6 +29,9 @@ _FORMAT = "sgworld-trace-1"
 _FOLDER_FORMAT = "sgworld-trace-folder-1"
 CHECKSUM_KEY = "draws_sha256"  # in a finished folder's meta.json: SHA-256 of draws.npy
 _NPY_MAGIC = b"\x93NUMPY"
+RANK_FOLDER = "rank-{}"            # a run split over processes: one trace folder per rank inside its out folder
+PER_CHAIN_KEYS = ("acceptance_rate", "grad_evals_per_chain", "transition_counts")   # one entry per chain
+SPLIT_KEYS = ("rank", "world_size", "chain_groups")   # where a rank's part of a split run sits
 
 
 @dataclass
@@ -98,6 +101,8 @@ class Trace:
         if not path.exists():
             raise TraceFileError(f"trace file {str(path)!r} does not exist")
         if path.is_dir():
+            if not (path / "meta.json").exists() and rank_folders(path):
+                return merge_chains([cls._load_folder(f, verify) for f in rank_folders(path)])
             return cls._load_folder(path, verify)
         with open(path, "rb") as fh:
             is_npy = fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC
@@ -135,6 +140,14 @@ class Trace:
                                  "full disk, a partial copy); copy the folder again or rerun the sampling")
         return cls(draws, steps, meta)
 
+    # -- diagnostics ----------------------------------------------------------------------------
+    def diagnose(self, **options):
+        """Equilibrium diagnostic of these draws: ESS, R-hat, entropy production and circulation per draw
+        with intervals (:func:`sgworld.diagnose.diagnose`; options ``top``, ``lag``, ``level``, ``groups``)."""
+        from .diagnose import diagnose
+
+        return diagnose(self, **options)
+
     # -- ArviZ ----------------------------------------------------------------------------------
     def to_arviz(self, var_name: str = "w"):
         """ArviZ InferenceData with one posterior variable ``var_name`` of shape (chain, draw, p)."""
@@ -144,6 +157,57 @@ class Trace:
             raise ImportError("ArviZ is not installed: pip install 'sgworld[arviz]'") from None
         return az.from_dict(posterior={var_name: self.draws},
                             attrs={k: json.dumps(v) for k, v in self.meta.items()})
+
+
+def rank_folders(path: Path) -> list[Path]:
+    """The per-rank trace folders ``rank-0, rank-1, ...`` of a run split over processes, in rank order."""
+    found = [(int(f.name[5:]), f) for f in Path(path).glob("rank-*") if f.is_dir() and f.name[5:].isdigit()]
+    return [f for _, f in sorted(found)]
+
+
+def pooled_statistics(meta: dict, steps_done: int) -> dict:
+    """Pooled per-run statistics from the per-chain ones in ``meta`` (updated in place and returned):
+    ``grad_evals_per_step`` from ``grad_evals_per_chain``, ``transition_fractions`` from ``transition_counts``.
+    One function for a single process and for chains merged from several, so both give the same numbers."""
+    if "grad_evals_per_chain" in meta:
+        evals = np.asarray(meta["grad_evals_per_chain"], dtype=np.float64)
+        meta["grad_evals_per_step"] = float(evals.mean()) / max(steps_done, 1)
+    if "transition_counts" in meta:
+        counts = np.asarray(meta["transition_counts"], dtype=np.int64)
+        meta["transition_fractions"] = (counts.sum(0) / max(int(counts.sum()), 1)).tolist()
+    return meta
+
+
+def merge_chains(parts: list[Trace]) -> Trace:
+    """One trace from the traces of consecutive chain groups of one run (one per rank, in rank order):
+    draws concatenated along the chains, per-chain metadata concatenated and pooled statistics recomputed."""
+    if not parts:
+        raise TraceFileError("no chains to merge: the run's rank folders are empty")
+    first = parts[0]
+    skip = set(PER_CHAIN_KEYS) | set(SPLIT_KEYS) | {CHECKSUM_KEY, "grad_evals_per_step", "transition_fractions",
+                                                    "fingerprint"}
+    for k, part in enumerate(parts[1:], 1):
+        differ = sorted(key for key in set(first.meta) | set(part.meta)
+                        if key not in skip and first.meta.get(key) != part.meta.get(key))
+        if differ or not np.array_equal(first.steps, part.steps):
+            raise TraceFileError(f"the parts to merge belong to different runs (part {k} differs in "
+                                 f"{', '.join(differ) or 'steps'}); merge only the rank folders of one run")
+    spans = [part.meta.get("chain_groups") for part in parts]
+    if all(spans) and any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+        raise TraceFileError(f"the parts hold chain groups {spans}, which do not follow one another; merge the rank "
+                             "folders of one run with one number of processes")
+    chains = sum(part.num_chains for part in parts)
+    if "chains" in first.meta and chains != first.meta["chains"]:
+        raise TraceFileError(f"the parts hold {chains} chains, the run has {first.meta['chains']}; a rank folder "
+                             "is missing or left over from a run with another number of processes")
+    meta = {k: v for k, v in first.meta.items() if k not in SPLIT_KEYS and k not in (CHECKSUM_KEY, "fingerprint")}
+    for key in PER_CHAIN_KEYS:
+        if key in meta:
+            meta[key] = [x for part in parts for x in part.meta[key]]
+    draws = np.concatenate([np.asarray(part.draws) for part in parts], axis=0)
+    if first.steps.size:
+        pooled_statistics(meta, int(first.steps[-1]))
+    return Trace(draws, first.steps, meta)
 
 
 def read_folder_meta(path: Path) -> dict:

@@ -1,7 +1,7 @@
 """The Problem: per-sample potentials U_i over a flat parameter vector, plus the data.
 
-Convention (DESIGN 1): ``U_i(w) = -N log p(y_i | x_i, w) - log p(w)``, so that the full loss
-``L(w) = (1/N) sum_i U_i(w)`` is ``-log posterior(w) + const`` and the minibatch loss
+Convention (docs/concepts.md, "Loss normalisation"): ``U_i(w) = -N log p(y_i | x_i, w) - log p(w)``, so
+that the full loss ``L(w) = (1/N) sum_i U_i(w)`` is ``-log posterior(w) + const`` and the minibatch loss
 ``L_B(w) = (1/b) sum_{i in B} U_i(w)`` is an unbiased estimate of ``L``.
 
 Parameters of K chains are one tensor ``(K, p)``; every method here evaluates all chains at
@@ -10,12 +10,14 @@ once, each chain with its own minibatch indices ``(K, b)``.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Sequence
 
 import torch
 from torch.func import grad, jvp, vmap
 
 from .._checks import check_finite
+from ..devices import check_device, same_device
 
 # potential_fn(w, *data_batch) -> (b,) per-sample potentials for one parameter vector w (p,)
 PotentialFn = Callable[..., torch.Tensor]
@@ -60,8 +62,39 @@ class Problem:
         self.dim = int(dim)
         self.name = name
         self._initial = initial
+        self._builder = None   # device -> the same problem there, for problems whose closures hold tensors
+        self._make_grads()
+
+    def _make_grads(self) -> None:
         self._batch_grad = vmap(grad(self._mean_potential))
-        self._full_grad = vmap(grad(self._mean_potential), in_dims=(0,) + (None,) * len(data))
+        self._full_grad = vmap(grad(self._mean_potential), in_dims=(0,) + (None,) * len(self.data))
+
+    # -- device ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the data (and of every chain sampled from this problem)."""
+        return self.data[0].device
+
+    def to(self, device) -> "Problem":
+        """This problem with its data on ``device`` (itself when they are there already).
+
+        Every tensor attribute is moved (data, initial point, subclasses' own tensors such as the
+        quadratic terms); problems whose potential closes over tensors (:func:`from_module`, the energy
+        targets) are rebuilt on the device. Exact-theory outputs (``quadratic_terms``, ``target``) stay
+        numpy on the host.
+        """
+        device = check_device(device)
+        if same_device(self.device, device):
+            return self
+        if self._builder is not None:
+            return self._builder(device)
+        moved = copy.copy(self)
+        for key, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(moved, key, value.to(device))
+        moved.data = tuple(d.to(device) for d in self.data)
+        moved._make_grads()
+        return moved
 
     # -- one chain ----------------------------------------------------------------------------
     def _mean_potential(self, w, *batch):
@@ -75,8 +108,8 @@ class Problem:
     def initial_params(self) -> torch.Tensor:
         """A starting point of shape (p,)."""
         if self._initial is not None:
-            return self._initial.clone()
-        return torch.zeros(self.dim, dtype=self.dtype)
+            return self._initial.to(self.device).clone()
+        return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
 
     # -- many chains ----------------------------------------------------------------------------
     def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -127,15 +160,15 @@ class Problem:
         with thousands of parameters fit (the result itself is p x p).
         """
         p = self.dim
-        total = torch.zeros(p, p, dtype=w.dtype)
+        total = torch.zeros(p, p, dtype=w.dtype, device=w.device)
         for start in range(0, self.n, chunk_size):
             batch = tuple(d[start:start + chunk_size] for d in self.data)
             gradient = grad(lambda w_: self.potential_fn(w_, *batch).sum())
             hvp = vmap(lambda v: jvp(gradient, (w,), (v,))[1])
             for row in range(0, p, block):
                 rows = min(block, p - row)
-                basis = torch.zeros(rows, p, dtype=w.dtype)
-                basis[torch.arange(rows), torch.arange(row, row + rows)] = 1.0
+                basis = torch.zeros(rows, p, dtype=w.dtype, device=w.device)
+                basis[torch.arange(rows, device=w.device), torch.arange(row, row + rows, device=w.device)] = 1.0
                 total[row:row + rows] += hvp(basis)
         return total / self.n
 

@@ -26,17 +26,20 @@ class EnergyProblem(Problem):
     """A target ``exp(-E(x)/T)`` from ``energy(x)``: (K, p) -> (K,), a pure torch function.
 
     ``energy_grad`` (optional, (K, p) -> (K, p)) replaces autodiff where a closed form is cheaper.
+    ``device`` places the problem (and its chains); an energy that closes over tensors must have them there
+    too, so :meth:`to` moves only problems whose energy holds none (or that know how to rebuild themselves).
     """
 
     def __init__(self, energy: Callable[[torch.Tensor], torch.Tensor], dim: int, *,
                  energy_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 initial: torch.Tensor | None = None, name: str = "energy", dtype: torch.dtype = torch.float64):
+                 initial: torch.Tensor | None = None, name: str = "energy", dtype: torch.dtype = torch.float64,
+                 device=None):
         dim = check_int_range("dim", dim, 1)
         self.energy = energy
         self._energy_grad = energy_grad or vmap(grad(lambda w: energy(w.unsqueeze(0)).squeeze(0)))
         # one dummy data point: U_1(w) = E(w), so L = E and the Problem machinery (Hessian, ...) applies
         potential = lambda w, dummy: energy(w.unsqueeze(0)).expand(dummy.shape[0])
-        super().__init__(potential, (torch.zeros(1, 1, dtype=dtype),), dim, initial=initial, name=name)
+        super().__init__(potential, (torch.zeros(1, 1, dtype=dtype, device=device),), dim, initial=initial, name=name)
 
     def batch_loss(self, w, idx=None):
         self.check_params(w)
@@ -47,14 +50,17 @@ class EnergyProblem(Problem):
         return self._energy_grad(w)
 
 
-def ill_conditioned_gaussian(dim: int, smallest: float = 1e-6, largest: float = 1.0) -> EnergyProblem:
+def ill_conditioned_gaussian(dim: int, smallest: float = 1e-6, largest: float = 1.0, *,
+                             device=None) -> EnergyProblem:
     """``E = x^T J x / 2``, ``J = diag(exp(linspace(log smallest, log largest, dim)))``; covariance ``J^-1``."""
     dim = check_int_range("dim", dim, 1)
     smallest, largest = check_positive("smallest", smallest), check_positive("largest", largest)
-    precision = torch.exp(torch.linspace(math.log(smallest), math.log(largest), dim, dtype=torch.float64))
+    precision = torch.exp(torch.linspace(math.log(smallest), math.log(largest), dim, dtype=torch.float64,
+                                         device=device))
     problem = EnergyProblem(lambda x: 0.5 * (x * x * precision).sum(-1), dim, energy_grad=lambda x: x * precision,
-                            name=f"gaussian{dim}d")
+                            name=f"gaussian{dim}d", device=device)
     problem.precision = precision
+    problem._builder = lambda to: ill_conditioned_gaussian(dim, smallest, largest, device=to)
     return problem
 
 

@@ -11,6 +11,7 @@ from torch.func import functional_call
 
 from .._checks import (check_choice, check_class_labels, check_finite, check_module_deterministic,
                        check_positive, check_prior_std)
+from ..devices import check_device
 from .base import Problem
 from .mlp import MLPGradient, mlp_layers
 
@@ -36,7 +37,7 @@ class ParamLayout:
 
 def _probe_outputs(module: nn.Module, layout: ParamLayout, buffers: dict, X: torch.Tensor, dtype) -> tuple:
     """The shape of the module's output for one sample, from one forward pass on a float copy of its weights."""
-    params = layout.unflatten(layout.flatten(module).to(dtype))
+    params = layout.unflatten(layout.flatten(module).to(dtype=dtype, device=X.device))
     try:
         with torch.no_grad():
             out = functional_call(module, {**params, **buffers}, (X[:2],))
@@ -50,7 +51,7 @@ def _probe_outputs(module: nn.Module, layout: ParamLayout, buffers: dict, X: tor
 
 
 def from_module(module: nn.Module, X, y, *, likelihood: str = "gaussian", noise_std: float = 1.0,
-                prior_std: float | None = 1.0, dtype: torch.dtype = torch.float64) -> Problem:
+                prior_std: float | None = 1.0, dtype: torch.dtype = torch.float64, device=None) -> Problem:
     """Build a Problem from a network ``f(x; w)``.
 
     ``U_i(w) = N * nll_i(w) + |w|^2 / (2 prior_std^2)`` with
@@ -69,19 +70,25 @@ def from_module(module: nn.Module, X, y, *, likelihood: str = "gaussian", noise_
       warns; without a prior (``prior_std=None``) their logits can decrease without bound, the loss
       has no minimum and the posterior is improper, so it is refused;
     - gaussian targets must have as many values per sample as the module has outputs.
+
+    ``device`` (default: X's device) holds the data and the copies of the weights and buffers, and so
+    every chain sampled from the problem; ``problem.to(device)`` rebuilds the problem on another one.
     """
     check_choice("likelihood", likelihood, LIKELIHOODS)
     check_module_deterministic(module)
     X = torch.as_tensor(X, dtype=dtype)
+    if device is not None:
+        X = X.to(check_device(device))
     check_finite("X", X)
     if X.ndim < 1 or X.shape[0] < 1:
         raise ValueError(f"X must have shape (N, ...) with N >= 1, got {tuple(X.shape)}")
     layout = ParamLayout(module)
     # Float copies of the parameters and buffers: functional_call never casts the caller's module.
-    buffers = {name: b.detach().to(dtype) if b.is_floating_point() else b for name, b in module.named_buffers()}
+    buffers = {name: b.detach().to(dtype=dtype if b.is_floating_point() else b.dtype, device=X.device)
+               for name, b in module.named_buffers()}
     out_shape = _probe_outputs(module, layout, buffers, X, dtype)
     _, prior_precision = check_prior_std(prior_std)
-    y = torch.as_tensor(y)
+    y = torch.as_tensor(y).to(X.device)
     if y.ndim == 0 or y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0] if y.ndim else 'a single value'}; "
                          "give one label or target per sample")
@@ -114,9 +121,11 @@ def from_module(module: nn.Module, X, y, *, likelihood: str = "gaussian", noise_
             nll = -torch.log_softmax(out, dim=-1).gather(-1, yb.unsqueeze(-1)).squeeze(-1)
         return n * nll + 0.5 * prior_precision * (w * w).sum()
 
-    problem = Problem(potential, (X, y), layout.dim, initial=layout.flatten(module).to(dtype),
+    problem = Problem(potential, (X, y), layout.dim, initial=layout.flatten(module).to(dtype=dtype, device=X.device),
                       name=f"{type(module).__name__}/{likelihood}")
     problem.layout = layout
+    problem._builder = lambda to: from_module(module, X, y, likelihood=likelihood, noise_std=noise_std,
+                                              prior_std=prior_std, dtype=dtype, device=to)
     layers = mlp_layers(module)
     if layers is not None:
         # The sampler's hot path: the same gradient, hand-batched over chains (problems/mlp.py).

@@ -47,7 +47,7 @@ class QuadraticProblem(Problem):
 
     def quadratic_terms(self) -> tuple[np.ndarray, np.ndarray]:
         """``(A, g)`` as float64 numpy arrays, the input of ``sgworld.theory.exact``."""
-        return self.A.double().numpy(), self.g.double().numpy()
+        return self.A.double().cpu().numpy(), self.g.double().cpu().numpy()
 
     def batch_grad(self, w, idx=None):
         self.check_params(w)
@@ -126,7 +126,7 @@ class BayesianLinearRegression(QuadraticProblem):
     @property
     def A(self) -> torch.Tensor:
         """Per-sample Hessians ``N x_i x_i^T / sigma^2 + I / tau^2``, (N, d, d)."""
-        eye = torch.eye(self.dim, dtype=self.dtype) * self.prior_precision
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device) * self.prior_precision
         return self.scale * self.X[:, :, None] * self.X[:, None, :] + eye
 
     @property
@@ -140,12 +140,13 @@ class BayesianLinearRegression(QuadraticProblem):
         return False
 
     def hessian(self, w=None, chunk_size: int = 4096):
-        return self.scale * self.X.T @ self.X / self.n + torch.eye(self.dim, dtype=self.dtype) * self.prior_precision
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return self.scale * self.X.T @ self.X / self.n + eye * self.prior_precision
 
     def target(self, temperature: float = 1.0) -> Gaussian:
-        H = self.hessian().double().numpy()
+        H = self.hessian().double().cpu().numpy()
         cov = np.linalg.inv(H)
-        mean = cov @ (self.scale * self.X.T.double() @ self.y.double() / self.n).numpy()
+        mean = cov @ (self.scale * self.X.T.double() @ self.y.double() / self.n).cpu().numpy()
         return Gaussian(mean=mean, cov=temperature * 0.5 * (cov + cov.T))
 
     def batch_grad(self, w, idx=None):

@@ -8,11 +8,13 @@ ones; ``info`` is a :class:`StepInfo`. Kernels hold no mutable state.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import torch
+
+from .integrators import langevin_update  # noqa: F401  (the one update rule; re-exported here)
 
 
 class SamplerState(NamedTuple):
@@ -39,21 +41,23 @@ class Kernel:
     # minibatch indices (S, K, b) (or None) and the unit Gaussian noise (S, K, p) (or None at T = 0)
     # given, and returns the S positions (S, K, p). It draws nothing, so it can be compiled.
     block: Callable[..., torch.Tensor] | None = None
+    # A JSON-serialisable record of the kernel's settings beyond lr and T (friction, schedules, a digest
+    # of a preconditioner or centre, ...), written to the trace metadata as ``kernel_options``.
+    settings: dict = field(default_factory=dict)
+    # Optional: ``lr_limit(problem, scheme) -> float | None``, the step size at and above which this
+    # kernel has no stationary state on ``problem`` (when known); the driver refuses lr at or above it.
+    lr_limit: Callable[..., float | None] | None = None
+    # Optional: ``check_scheme(scheme)`` raises a one-line ValueError for an index scheme (None: full
+    # batch) this kernel cannot use; the driver calls it before the first step.
+    check_scheme: Callable[[str | None], None] | None = None
+    # Optional: ``record(state) -> (K, q)``, what the driver records of each drawn state instead of the
+    # position, e.g. ``[position, momentum]`` (q = 2p) for momentum samplers asked to record momenta.
+    record: Callable[[NamedTuple], torch.Tensor] | None = None
 
 
-def langevin_update(position: torch.Tensor, gradient: torch.Tensor, lr: float, temperature: float,
-                    generator: torch.Generator | None, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The one update rule of sgworld (DESIGN 1):
-
-    ``w <- w - lr * grad + sqrt(2 * lr * T) * xi``,  ``xi ~ N(0, I)``.
-
-    ``xi`` is drawn from ``generator`` unless ``noise`` (already standard normal) is given.
-    ``T = 0`` is plain gradient descent (no noise is drawn).
-    """
-    # Three tensor ops (one fused multiply-add each): per-step overhead matters at small K.
-    drift = torch.add(position, gradient, alpha=-lr)
-    if temperature == 0:
-        return drift
-    if noise is None:
-        noise = torch.randn(position.shape, generator=generator, dtype=position.dtype, device=position.device)
-    return drift.add_(noise, alpha=math.sqrt(2.0 * lr * temperature))
+def describe_tensor(t: torch.Tensor, inline_max: int = 64) -> list | dict:
+    """A JSON record of a setting given as a tensor: its values when small, else its shape and a digest."""
+    t = t.detach().cpu().double()
+    if t.numel() <= inline_max:
+        return t.tolist()
+    return {"shape": list(t.shape), "sha256": hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]}

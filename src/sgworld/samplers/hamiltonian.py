@@ -23,6 +23,7 @@ import torch
 
 from .._checks import check_int_range, check_positive
 from ..problems import Problem
+from ..rng import ChainRandom, normal_like, uniform_like
 
 
 class Phase(NamedTuple):
@@ -92,9 +93,11 @@ def select(mask: torch.Tensor, a: Phase, b: Phase) -> Phase:
     return Phase(*(torch.where(mask.view(-1, *([1] * (s.ndim - 1))), s, t) for s, t in zip(a, b)))
 
 
-def draw_momentum(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal momenta ``n ~ N(0, I)``."""
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+def draw_momentum(shape, like: torch.Tensor, generator: ChainRandom | torch.Generator | None) -> torch.Tensor:
+    """Standard normal momenta ``n ~ N(0, I)``, shaped like ``like``."""
+    if tuple(shape) != tuple(like.shape):
+        raise ValueError(f"momentum shape {tuple(shape)} differs from {tuple(like.shape)}")
+    return normal_like(like, generator)
 
 
 def refresh(momentum: torch.Tensor, beta: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -110,6 +113,8 @@ def log1mexp(a: torch.Tensor) -> torch.Tensor:
     return torch.where(a > -math.log(2.0), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 
-def uniform(k: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def uniform(k: int, like: torch.Tensor, generator: ChainRandom | torch.Generator | None) -> torch.Tensor:
     """One U(0, 1) per chain, (k,)."""
-    return torch.rand(k, generator=generator, dtype=like.dtype, device=like.device)
+    if k != like.shape[0]:
+        raise ValueError(f"{k} uniforms asked for {like.shape[0]} chains")
+    return uniform_like(like, generator)

@@ -13,6 +13,7 @@ import torch
 
 from .._checks import check_positive
 from ..problems import Problem
+from ..rng import uniform_like
 from .base import Kernel, StepInfo, langevin_update
 
 
@@ -41,7 +42,7 @@ def mala(problem: Problem, lr: float, temperature: float = 1.0) -> Kernel:
         loss_p, grad_p = loss_and_grad(proposal)
         log_ratio = (state.loss - loss_p) / temperature \
             + log_q(state.position, proposal, grad_p) - log_q(proposal, state.position, state.grad)
-        u = torch.rand(log_ratio.shape, generator=generator, dtype=log_ratio.dtype, device=log_ratio.device)
+        u = uniform_like(state.position, generator)
         # NaN log-ratios (a non-finite proposal) are rejected.
         accept = torch.log(u) < log_ratio
         keep = accept.unsqueeze(1)

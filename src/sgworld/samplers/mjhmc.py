@@ -42,7 +42,8 @@ import torch
 from .._checks import check_positive
 from ..problems import Problem
 from .base import Kernel, StepInfo
-from .hamiltonian import Phase, check_hamiltonian_settings, draw_momentum, flip, hamiltonian, leap, log1mexp, select
+from .hamiltonian import (Phase, check_hamiltonian_settings, draw_momentum, flip, hamiltonian, leap, log1mexp, select,
+                          uniform)
 
 TRANSITION_NAMES = ("L", "F", "R")
 
@@ -122,7 +123,7 @@ def mjhmc(problem: Problem, lr: float, temperature: float = 1.0, *, leapfrog_ste
         the gradients spent (K,)."""
         log_l, log_f, _, log_total = log_r
         k = z.position.shape[0]
-        u = torch.rand(k, generator=generator, dtype=z.position.dtype)
+        u = uniform(k, z.position, generator)
         p_l, p_f = torch.exp(log_l - log_total), torch.exp(log_f - log_total)
         kind = torch.where(u < p_l, 0, torch.where(u < p_l + p_f, 1, 2))
         kind = torch.where(active, kind, -1)
@@ -141,30 +142,30 @@ def mjhmc(problem: Problem, lr: float, temperature: float = 1.0, *, leapfrog_ste
         return new_z, new_fwd, new_bwd, kind, cost
 
     def step(state, batch_indices, generator):
-        k = state.position.shape[0]
-        grad_evals = torch.zeros(k, dtype=torch.long)
+        k, device = state.position.shape[0], state.position.device
+        grad_evals = torch.zeros(k, dtype=torch.long, device=device)
         z = Phase(state.position, state.momentum, state.loss, state.grad)
         if state.momentum is None:  # first step: draw the momentum, find both neighbours
             z = z._replace(momentum=draw_momentum(z.position.shape, z.position, generator))
-            fwd, bwd = neighbours(z, torch.ones(k, dtype=torch.bool))
+            fwd, bwd = neighbours(z, torch.ones(k, dtype=torch.bool, device=device))
             grad_evals += 2 * steps
         else:
             fwd, bwd = Phase(*state.forward), Phase(*state.backward)
-        counts = torch.zeros(k, len(TRANSITION_NAMES), dtype=torch.long)
+        counts = torch.zeros(k, len(TRANSITION_NAMES), dtype=torch.long, device=device)
         log_r = rates(z, fwd, bwd)
         if time_step is None:
-            active = torch.ones(k, dtype=torch.bool)
+            active = torch.ones(k, dtype=torch.bool, device=device)
             z, fwd, bwd, kind, cost = jump(z, fwd, bwd, active, log_r, generator)
             grad_evals += cost
             counts.scatter_add_(1, kind.clamp(min=0).unsqueeze(1), active.long().unsqueeze(1))
             log_r = rates(z, fwd, bwd)
             weight = torch.exp(-log_r[3])
         else:
-            log_left = torch.full((k,), math.log(time_step), dtype=z.position.dtype)
-            running = torch.ones(k, dtype=torch.bool)  # chains whose current holding time is still unknown
+            log_left = torch.full((k,), math.log(time_step), dtype=z.position.dtype, device=device)
+            running = torch.ones(k, dtype=torch.bool, device=device)  # chains whose current holding time is still unknown
             while True:
                 # holding time tau ~ Exp(Gamma_tot); jump if it ends within the time left
-                e = -torch.log1p(-torch.rand(k, generator=generator, dtype=z.position.dtype))  # Exp(1)
+                e = -torch.log1p(-uniform(k, z.position, generator))  # Exp(1)
                 log_tau = torch.log(e) - log_r[3]
                 active = running & (log_tau < log_left)
                 running = active

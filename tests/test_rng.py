@@ -1,0 +1,65 @@
+"""Chain-group random streams: a chain's numbers do not depend on how many groups run beside it."""
+
+import numpy as np
+import pytest
+import torch
+
+from sgworld import BayesianLinearRegression, sample
+from sgworld.batching import IndexStream
+from sgworld.rng import CHAIN_GROUP, NOISE_STREAM, ChainRandom, group_sizes
+
+
+def test_group_sizes():
+    assert group_sizes(130, 64) == [64, 64, 2]
+    assert group_sizes(64, 64) == [64]
+    assert group_sizes(5, 64) == [5]
+
+
+def test_a_group_draws_the_same_alone_or_beside_others():
+    like = torch.empty(2 * CHAIN_GROUP, 3, dtype=torch.float64)
+    both = ChainRandom.from_seed(7, NOISE_STREAM, 2 * CHAIN_GROUP)
+    second = ChainRandom.from_seed(7, NOISE_STREAM, 2 * CHAIN_GROUP, groups=range(1, 2))
+    for _ in range(100):  # across several blocks
+        a, b = both.normal(like), second.normal(like[CHAIN_GROUP:])
+        torch.testing.assert_close(a[CHAIN_GROUP:], b, rtol=0, atol=0)
+        u, v = both.uniform(like), second.uniform(like[CHAIN_GROUP:])
+        torch.testing.assert_close(u[CHAIN_GROUP:], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scheme", ["wr", "iid", "wor", "shuffle_once"])
+def test_index_streams_per_group(scheme):
+    k = 2 * CHAIN_GROUP
+    both = IndexStream(scheme, 50, 5, k, ChainRandom.from_seed(3, 0, k))
+    second = IndexStream(scheme, 50, 5, CHAIN_GROUP, ChainRandom.from_seed(3, 0, k, groups=range(1, 2)))
+    for _ in range(60):
+        assert torch.equal(next(both)[CHAIN_GROUP:], next(second))
+
+
+def test_sample_draws_do_not_depend_on_the_number_of_chains_beside_a_group():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 2))
+    problem = BayesianLinearRegression(x, x @ np.array([1.0, -0.5]) + rng.normal(size=40), noise_std=1.0, prior_std=1.0)
+    kw = dict(lr=1e-3, batch_size=5, num_draws=20, thin=3, seed=5, progress=False)
+    for method in ("sgld", "sgworld"):
+        small = sample(problem, method, chains=CHAIN_GROUP, **kw)
+        large = sample(problem, method, chains=2 * CHAIN_GROUP + 3, **kw)
+        np.testing.assert_array_equal(large.draws[:CHAIN_GROUP], small.draws)
+
+
+def test_state_round_trip_mid_block():
+    like = torch.empty(70, 4)
+    a = ChainRandom.from_seed(1, NOISE_STREAM, 70)
+    for _ in range(5):
+        a.normal(like)
+    b = ChainRandom.from_seed(1, NOISE_STREAM, 70)
+    b.load_state_dict(a.state_dict())
+    for _ in range(200):
+        assert torch.equal(a.normal(like), b.normal(like))
+
+
+def test_bad_requests():
+    rng = ChainRandom.from_seed(0, NOISE_STREAM, 10)
+    with pytest.raises(ValueError, match="for 3 chains; these streams serve 10"):
+        rng.normal(torch.empty(3, 2))
+    with pytest.raises(ValueError, match="not within the 1 chain groups"):
+        ChainRandom.from_seed(0, NOISE_STREAM, 10, groups=range(1, 2))
