@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from sgworld import BayesianLinearRegression, sample
 from sgworld.batching import IndexStream
 from sgworld.diagnostics import ess
+from sgworld.rng import CHAIN_GROUP, ChainRandom
 from sgworld.optim import SGLD, SGWORLD, WithReplacementSampler
 from sgworld.theory.exact import epoch_stationary_moments, stepwise_stationary_moments
 
@@ -87,11 +88,13 @@ def test_step_matches_the_update_formula():
     opt = SGLD(groups, lr=0.01, num_data=50, prior_precision=0.0, generator=seeded(11))
     x, y = randn(gen, 4, 3), randn(gen, 4, 2)
     F.mse_loss(model(x), y).backward()
-    ref = seeded(11)  # the same stream, consumed group by group, parameter by parameter
+    # one flat N(0, I) vector per step from the generator (as chain 0 of sample() draws it), split group by
+    # group, parameter by parameter
+    flat = ChainRandom([seeded(11)], [1], CHAIN_GROUP).normal(torch.empty(1, 8, dtype=torch.float64))[0]
     expected = []
-    for w, lr, temperature, lam in ((model.weight, 0.01, 1.0, 2.0), (model.bias, 0.03, 0.5, 0.0)):
+    for w, lr, temperature, lam, xi in ((model.weight, 0.01, 1.0, 2.0, flat[:6].view(2, 3)),
+                                        (model.bias, 0.03, 0.5, 0.0, flat[6:])):
         grad = 50 * w.grad + lam * w.detach()
-        xi = torch.randn(w.shape, generator=ref, dtype=torch.float64)
         expected.append(w.detach() - lr * grad + math.sqrt(2 * lr * temperature) * xi)
     opt.step()
     torch.testing.assert_close(model.weight.detach(), expected[0], rtol=0, atol=1e-14)

@@ -10,6 +10,8 @@ data loader::
     loader = DataLoader(ds, batch_size=b, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))                    # SGWORLD
 
+    opt = SGHMC(model.parameters(), lr=lr, num_data=N, alpha=0.1, seed=0)              # SGHMC (momentum)
+
 The loop itself is unchanged: ``loss = mean NLL of the batch; loss.backward(); opt.step()``.
 With the user's loss the mean negative log-likelihood over the minibatch, the optimizer forms
 
@@ -42,14 +44,16 @@ from torch.utils.data import Sampler
 
 from ._checks import check_int_range, check_nonnegative, check_positive
 from .batching import IndexStream
-from .run import make_generators
+from .distributed import check_replicas
+from .rng import CHAIN_GROUP, INDEX_STREAM, NOISE_STREAM, ChainRandom, stream_seed
 from .samplers.base import langevin_update
+from .samplers.integrators import sghmc_update
+from .samplers.sghmc import check_friction
 
-__all__ = ["SGLD", "SGWORLD", "WithReplacementSampler"]
+__all__ = ["SGLD", "SGWORLD", "SGHMC", "WithReplacementSampler"]
 
-# ``seed=s`` picks the same two streams as ``sgworld.sample(seed=s)``: indices from the first, Langevin
-# noise from the second. A sampler and an optimizer given the same seed thus draw independent streams.
-_INDEX_STREAM, _NOISE_STREAM = 0, 1
+# ``seed=s`` seeds the index and noise generators as ``sgworld.sample(seed=s)`` seeds chain group 0's two
+# streams (sgworld.rng): a batch sampler and an optimizer given the same seed draw independent streams.
 
 
 def _generator(generator: torch.Generator | None, seed: int | None, stream: int, device) -> torch.Generator:
@@ -61,9 +65,7 @@ def _generator(generator: torch.Generator | None, seed: int | None, stream: int,
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
     seed = 0 if seed is None else check_int_range("seed", seed, 0)
-    base = make_generators(seed)[stream]
-    device = torch.device(device)
-    return base if device.type == "cpu" else torch.Generator(device=device).manual_seed(base.initial_seed())
+    return torch.Generator(device=torch.device(device)).manual_seed(stream_seed(seed, stream))
 
 
 class SGLD(Optimizer):
@@ -91,6 +93,10 @@ class SGLD(Optimizer):
         i.e. plain likelihood; weight decay ``wd`` of SGD corresponds to ``lambda = num_data * wd``).
     generator : a ``torch.Generator`` on the parameters' device for the Langevin noise; or
     seed : an integer (default 0) from which one is made. Give each chain its own seed.
+    replicas : under ``torch.distributed`` with several ranks, data-parallel replicas of one model (DDP)
+        draw the same noise, so at the first step the generators of all ranks are compared and a rank
+        whose state differs (another seed) is an error naming it (:mod:`sgworld.distributed`). Pass
+        ``replicas=False`` for independent chains per rank (different seeds on purpose).
 
     ``state_dict()`` includes the generator's state, so a loop resumed from a checkpoint of the model,
     the optimizer and the data order continues bit for bit.
@@ -99,12 +105,15 @@ class SGLD(Optimizer):
     """
 
     def __init__(self, params, lr: float, num_data: int, temperature: float = 1.0, prior_precision: float = 0.0,
-                 *, generator: torch.Generator | None = None, seed: int | None = None):
+                 *, generator: torch.Generator | None = None, seed: int | None = None, replicas: bool | None = None):
         defaults = dict(lr=lr, num_data=num_data, temperature=temperature, prior_precision=prior_precision)
         self.generator = None
+        self._check_replicas = replicas is not False  # at the first step, under torch.distributed (see step)
         super().__init__(params, defaults)
         first = next((p for group in self.param_groups for p in group["params"]), None)
-        self.generator = _generator(generator, seed, _NOISE_STREAM, first.device if first is not None else "cpu")
+        self.generator = _generator(generator, seed, NOISE_STREAM, first.device if first is not None else "cpu")
+        # The noise of all parameters is one flat vector per step, drawn as chain 0 of ``sample()`` draws it.
+        self._noise = ChainRandom([self.generator], [1], CHAIN_GROUP)
         for group in self.param_groups:
             self._check_device(group)
 
@@ -133,25 +142,36 @@ class SGLD(Optimizer):
         ``closure``, if given, re-evaluates the model and returns the loss (as in ``torch.optim``).
         """
         loss = None
+        if self._check_replicas:  # data-parallel replicas (DDP) must draw the same noise on every rank
+            self._check_replicas = False
+            check_replicas(self.generator)
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            lr, temperature = group["lr"], group["temperature"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                grad = p.grad.mul(group["num_data"])
-                if group["prior_precision"]:
-                    grad.add_(p, alpha=group["prior_precision"])
-                p.copy_(langevin_update(p, grad, lr, temperature, self.generator))
+        live = [(group, p) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        noisy = [p for group, p in live if group["temperature"] > 0]
+        noise = iter(())
+        if noisy:
+            flat = self._noise.normal(torch.empty(1, sum(p.numel() for p in noisy), dtype=noisy[0].dtype,
+                                                  device=noisy[0].device))[0]
+            noise = iter(flat.split([p.numel() for p in noisy]))
+        for group, p in live:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            grad = p.grad.mul(group["num_data"])
+            if group["prior_precision"]:
+                grad.add_(p, alpha=group["prior_precision"])
+            xi = next(noise).view_as(p) if group["temperature"] > 0 else None
+            self._update(group, p, grad, xi)
         return loss
+
+    def _update(self, group: dict, p: torch.Tensor, grad: torch.Tensor, xi: torch.Tensor | None) -> None:
+        """Apply this optimizer's integrator to ``p`` given ``grad L_B`` and the noise ``xi`` (None at T = 0)."""
+        p.copy_(langevin_update(p, grad, group["lr"], group["temperature"], None, xi))
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["generator"] = self.generator.get_state()
+        state["generator"] = self._noise.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -161,7 +181,7 @@ class SGLD(Optimizer):
                              "is missing")
         generator_state = state_dict.pop("generator")
         super().load_state_dict(state_dict)
-        self.generator.set_state(generator_state)
+        self._noise.load_state_dict(generator_state)
 
 
 class SGWORLD(SGLD):
@@ -180,6 +200,51 @@ class SGWORLD(SGLD):
     much closer to the posterior; for equal error it tolerates a much larger lr. Draw samples at
     epoch boundaries (the natural time unit of reshuffled minibatches).
     """
+
+
+class SGHMC(SGLD):
+    """Stochastic-gradient HMC (Chen, Fox & Guestrin 2014) as a ``torch.optim`` optimizer.
+
+    Each :meth:`step` applies to every parameter ``w`` with a gradient, with ``g = num_data * w.grad +
+    prior_precision * w`` (as :class:`SGLD`) and the momentum ``v`` kept in the optimizer state
+    (``v_0 = 0``), the update of ``sgworld.sample(method="sghmc")``
+    (:func:`sgworld.samplers.integrators.sghmc_update`)::
+
+        v <- (1 - alpha) v - lr g + sqrt(2 (alpha - beta_hat) lr T) xi,     w <- w + v,
+
+    friction ``alpha`` in (0, 1], noise estimate ``beta_hat`` in [0, alpha). The noise ``xi`` is drawn as
+    for :class:`SGLD` (one flat vector per step, as chain 0 of ``sample()`` draws it), so with the same
+    seed and batches the loop reproduces the functional sampler's chain. At ``T = 0`` this is exactly
+    ``torch.optim.SGD(params, lr=lr, momentum=1 - alpha, dampening=0)`` on ``g``: SGD keeps
+    ``buf <- (1 - alpha) buf + g`` and ``w <- w - lr buf``, i.e. ``v = -lr buf``. In the mean-loss units of
+    SGD (``lr_sgd`` on the mean NLL) ``lr = lr_sgd / num_data``. Feed it ``wr`` minibatches
+    (:class:`WithReplacementSampler`) or reshuffled epochs (``beta_hat = 0`` then).
+
+    Parameters as :class:`SGLD`, plus ``alpha`` (default 0.1) and ``beta_hat`` (default 0), per group
+    if wished. ``state_dict()`` holds the momenta and the generator's state.
+
+    Reference: T. Chen, E. B. Fox, C. Guestrin, "Stochastic gradient Hamiltonian Monte Carlo", ICML 2014.
+    """
+
+    def __init__(self, params, lr: float, num_data: int, temperature: float = 1.0, prior_precision: float = 0.0,
+                 alpha: float = 0.1, beta_hat: float = 0.0, *, generator: torch.Generator | None = None,
+                 seed: int | None = None):
+        self._friction = dict(alpha=alpha, beta_hat=beta_hat)
+        super().__init__(params, lr, num_data, temperature, prior_precision, generator=generator, seed=seed)
+
+    def add_param_group(self, param_group: dict) -> None:
+        param_group = {**self._friction, **param_group}
+        param_group["alpha"], param_group["beta_hat"] = check_friction(param_group["alpha"], param_group["beta_hat"])
+        super().add_param_group(param_group)
+
+    def _update(self, group: dict, p: torch.Tensor, grad: torch.Tensor, xi: torch.Tensor | None) -> None:
+        state = self.state[p]
+        if "momentum" not in state:
+            state["momentum"] = torch.zeros_like(p)
+        temperature = group["temperature"] if xi is not None else 0.0
+        position, state["momentum"] = sghmc_update(p, state["momentum"], grad, group["lr"], temperature,
+                                                   group["alpha"], group["beta_hat"], None, xi)
+        p.copy_(position)
 
 
 class WithReplacementSampler(Sampler[list[int]]):
@@ -201,10 +266,10 @@ class WithReplacementSampler(Sampler[list[int]]):
         n = check_int_range("num_data", num_data, 1)
         b = check_int_range("batch_size", batch_size, 1, n)
         self.num_batches = n // b if num_batches is None else check_int_range("num_batches", num_batches, 1)
-        generator = _generator(generator, seed, _INDEX_STREAM, "cpu")
+        generator = _generator(generator, seed, INDEX_STREAM, "cpu")
         if generator.device.type != "cpu":
             raise ValueError(f"the index generator must be a CPU torch.Generator, got one on {generator.device}")
-        self._stream = IndexStream("wr", n, b, 1, generator)
+        self._stream = IndexStream("wr", n, b, 1, ChainRandom([generator], [1], CHAIN_GROUP))
 
     @property
     def num_data(self) -> int:

@@ -11,7 +11,7 @@ from .base import Kernel
 from .langevin import stochastic_gradient_kernel
 
 
-def sgworld(problem: Problem, lr: float, temperature: float = 1.0) -> Kernel:
+def sgworld(problem: Problem, lr, temperature=1.0, *, preconditioner=None) -> Kernel:
     """SGWORLD kernel: ``w <- w - lr grad L_B(w) + sqrt(2 lr T) xi``, ``xi ~ N(0, I)``, B from ``wor``.
 
     The same update rule as :func:`sgld`, with the batches of a fresh random permutation of the N
@@ -19,7 +19,11 @@ def sgworld(problem: Problem, lr: float, temperature: float = 1.0) -> Kernel:
     ``exp(-L/T)``; the minibatch noise cancels within each epoch (docs/concepts.md), which leaves an
     O(lr) error of the order of full-batch Langevin's.
 
+    ``lr`` and ``temperature`` are numbers or schedules (:mod:`sgworld.schedules`); ``preconditioner`` a
+    constant symmetric positive definite P (p, p): ``w <- w - lr P grad L_B(w) + sqrt(2 lr T) C xi``,
+    ``P = C C^T`` (see :func:`sgworld.samplers.sgld.sgld`).
+
     Reference: S. Adhikari, A. Kabakçıoğlu, A. Strang, D. Yuret, M. Hinczewski, "Machine learning in and
     out of equilibrium", arXiv:2306.03521.
     """
-    return stochastic_gradient_kernel(problem, lr, temperature, "wor", "sgworld")
+    return stochastic_gradient_kernel(problem, lr, temperature, "wor", "sgworld", preconditioner=preconditioner)
