@@ -4,7 +4,7 @@ W1  the paper's 7-parameter tanh network, N = 200, b = 10 (arXiv 2306.03521)
 W2  Bayesian linear regression, d = 100, N = 10,000, b = 100
 W3  an MLP 64-32-10 (tanh) with a categorical likelihood on the digits data, b = 32
 
-Every workload is written as ``U_i(w) = -N log p(y_i | x_i, w) - log p(w)`` (DESIGN 1) and each
+Every workload is written as ``U_i(w) = -N log p(y_i | x_i, w) - log p(w)`` (docs/concepts.md) and each
 contender receives the same data, step size, temperature, batch size and initial point.
 """
 

@@ -311,7 +311,7 @@ def bare_npy(tmp):
 
 
 def theory_at_unstable_lr(tmp):
-    from sgworld.theory.point import wor_theory
+    from sgworld.theory import wor_theory
     b = blr()
     return wor_theory(b, b.target().mean, 10.0 / float(torch.linalg.eigvalsh(b.hessian())[-1]), 4)
 
@@ -323,7 +323,7 @@ def stepwise_without_batch_size(tmp):
 
 
 def sigma_wor_unstable(tmp):
-    from sgworld.theory.point import sigma_wor
+    from sgworld.theory import sigma_wor
     return sigma_wor(torch.eye(2) * 4.0, torch.eye(2) * 1e-12, 0.6, 10)
 
 
@@ -361,7 +361,7 @@ ISSUE11_API = [
 
 
 @pytest.mark.parametrize("case, call, error, message", ISSUE11_API, ids=[c[0] for c in ISSUE11_API])
-def test_issue11_api_and_files(tmp_path, case, call, error, message):
+def test_run_and_file_errors(tmp_path, case, call, error, message):
     with pytest.raises(error, match=message):
         call(tmp_path)
 
@@ -376,9 +376,250 @@ ISSUE11_CLI = [
 
 
 @pytest.mark.parametrize("case, argv, message", ISSUE11_CLI, ids=[c[0] for c in ISSUE11_CLI])
-def test_issue11_study_lr_above_the_limit_exits_2_with_one_line(tmp_path, capsys, case, argv, message):
+def test_study_lr_above_the_limit_exits_2_with_one_line(tmp_path, capsys, case, argv, message):
     """Before, a too-large lr ended in "H contains ... non-finite value(s)" from the WOR theory."""
     assert main(argv + ["--out", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("sgworld: error: "), err
     assert message in err and "non-finite" not in err, err
+
+
+# --------------------------------------------------------------------------- a model file (--model)
+
+BAD_MODELS = """
+import torch
+def raises():
+    raise RuntimeError("cannot build")
+def wrong():
+    return "a module"
+def shape():
+    return {"module": torch.nn.Linear(2, 3), "likelihood": "gaussian", "X": torch.zeros(8, 2), "y": torch.zeros(8)}
+"""
+
+
+def model_file(tmp, factory):
+    (tmp / "m.py").write_text(BAD_MODELS)
+    return f"{tmp / 'm.py'}:{factory}"
+
+
+MODEL_FILE_CLI = [
+    ("model file missing", lambda t: ["run", "samplers", "--model", str(t / "none.py")],
+     "model file '{t}/none.py' does not exist; give --model FILE.py[:FACTORY]"),
+    ("model factory raises", lambda t: ["run", "samplers", "--model", model_file(t, "raises")],
+     "model factory {t}/m.py:raises raised RuntimeError: cannot build; fix the factory"),
+    ("model factory returns a str", lambda t: ["run", "samplers", "--model", model_file(t, "wrong")],
+     "model factory {t}/m.py:wrong returned str; it must return a sgworld Problem or a dict"),
+    ("model output does not fit the likelihood", lambda t: ["run", "samplers", "--model", model_file(t, "shape")],
+     "y has 1 value(s) per sample but the module has 3 output(s)"),
+    ("model file for a study with its own model", lambda t: ["run", "digits", "--model", model_file(t, "shape")],
+     "study 'digits' has its own model; drop --model"),
+    ("samplers lr above the limit", lambda t: ["run", "samplers", "--model", model_file(t, "shape"), "--set",
+                                               "lr_hmax=0.1,2.5"], "lr_hmax = (0.1, 2.5): each value must be > 0 and < 2"),
+    ("samplers reference not exact", lambda t: ["run", "samplers", "--model", model_file(t, "shape"), "--set",
+                                                "reference=sgld"], "unknown reference 'sgld'"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", MODEL_FILE_CLI, ids=[c[0] for c in MODEL_FILE_CLI])
+def test_model_files_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, case, argv, message):
+    out = tmp_path / "out"
+    assert main(argv(tmp_path) + ["--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sgworld: error: "), err
+    assert message.format(t=tmp_path) in err, err
+    assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
+
+
+# --------------------------------------------------------------------------- the nonequilibrium pipeline
+
+def _linear_problem(identical_columns: bool):
+    from sgworld import BayesianLinearRegression
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    if identical_columns:
+        X[:, 1] = X[:, 0]
+    return BayesianLinearRegression(X, X @ torch.tensor([1.0, -0.5], dtype=torch.float64) + 0.3 * torch.randn(
+        30, generator=gen, dtype=torch.float64), 0.3, 1.0)
+
+
+def analyze_at(problem, **kw):
+    from sgworld.nonequilibrium import analyze
+    return analyze(problem, **{"lr": 1e-5, "batch_size": 5, "chains": 8, "steps": 240, "groups": 2, "progress": False,
+                               **kw})
+
+
+def analyze_at_a_maximum(tmp):
+    eps = torch.linspace(-0.01, 0.01, 10, dtype=torch.float64)
+    double_well = Problem(lambda w, e: (w[0] ** 2 - 1) ** 2 + e * w[0], (eps,), 1)
+    return analyze_at(double_well, w_star=torch.zeros(1, dtype=torch.float64))
+
+
+NEQ_API = [
+    ("analysis at a point that is not a minimum", analyze_at_a_maximum, ValueError,
+     r"w_star is not a minimum: the Hessian there has eigenvalue -4 <= 0 .*pass a point near a minimum"),
+    ("analysis with a singular D", lambda t: analyze_at(_linear_problem(True)), ValueError,
+     r"the diffusion matrix D is singular.*use more \(or more varied\) data"),
+    ("analysis beyond the WOR validity range", lambda t: analyze_at(_linear_problem(False), lr=2e-4), ValueError,
+     r"lr M h_max = 0\.\d+ is beyond the validity range of the WOR theory \(< 0\.2\); lower lr below .*or drop 'wor'"),
+    ("analysis of p too large for dense without top-k", lambda t: analyze_at(_linear_problem(False), dense_max_p=1,
+                                                                             topk=None), ValueError,
+     r"p = 2 is too large for the dense p x p theory \(dense_max_p = 1\); enable the top-k path"),
+]
+
+
+@pytest.mark.parametrize("case, call, error, message", NEQ_API, ids=[c[0] for c in NEQ_API])
+def test_nonequilibrium_api_refusals(tmp_path, case, call, error, message):
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+
+
+NEQ_MODELS = """
+import numpy as np
+import torch
+def twin_columns():
+    x = np.random.default_rng(0).normal(size=(40, 1))
+    return {"module": torch.nn.Linear(2, 1), "likelihood": "gaussian", "X": np.hstack([x, x]), "y": x[:, 0],
+            "noise_std": 0.3}
+def linear():
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    return {"module": torch.nn.Linear(2, 1), "likelihood": "gaussian", "X": X, "y": X[:, 0], "noise_std": 0.3}
+"""
+
+
+def neq_model(tmp, factory):
+    (tmp / "n.py").write_text(NEQ_MODELS)
+    return ["run", "nonequilibrium", "--model", f"{tmp / 'n.py'}:{factory}"]
+
+
+NEQ_CLI = [
+    ("nonequilibrium without a model", lambda t: ["run", "nonequilibrium"], "needs a model: pass --model FILE.py"),
+    ("nonequilibrium model file missing", lambda t: ["run", "nonequilibrium", "--model", str(t / "none.py")],
+     "model file '{t}/none.py' does not exist"),
+    ("nonequilibrium factory raises", lambda t: ["run", "nonequilibrium", "--model", model_file(t, "raises")],
+     "raised RuntimeError: cannot build; fix the factory"),
+    ("nonequilibrium factory returns a str", lambda t: ["run", "nonequilibrium", "--model", model_file(t, "wrong")],
+     "returned str; it must return a sgworld Problem or a dict"),
+    ("nonequilibrium output does not fit the likelihood",
+     lambda t: ["run", "nonequilibrium", "--model", model_file(t, "shape")], "but the module has 3 output(s)"),
+    ("nonequilibrium singular D", lambda t: neq_model(t, "twin_columns"), "the diffusion matrix D is singular"),
+    ("nonequilibrium lr M h_max beyond the validity range",
+     lambda t: neq_model(t, "linear") + ["--set", "lr_M_hmax=0.5"], "lr_M_hmax = 0.5 must be > 0 and below"),
+    ("nonequilibrium p too large without top-k",
+     lambda t: neq_model(t, "linear") + ["--set", "dense_max_p=2", "--set", "topk=none"],
+     "p = 3 is too large for the dense p x p theory (dense_max_p = 2); enable the top-k path"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", NEQ_CLI, ids=[c[0] for c in NEQ_CLI])
+def test_nonequilibrium_study_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, case, argv, message):
+    out = tmp_path / "out"
+    assert main(argv(tmp_path) + ["--quick", "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sgworld: error: "), err
+    assert message.format(t=tmp_path) in err, err
+    assert not any((out / name).exists() for name in ("metrics.json", "config.json", "checkpoints"))
+
+
+# --------------------------------------------------------------------------- the SG-MCMC family
+# Friction, thermostat and decay parameters out of range, preconditioners that are not symmetric positive
+# definite, schedules that are not positive, control-variate centres of the wrong shape, and a momentum
+# sampler asked for a scheme it cannot use: each one line naming the value and the allowed range.
+
+from sgworld.schedules import CyclicalPhase, PolynomialDecay  # noqa: E402
+
+
+def family(method, **options):
+    lr = options.pop("lr", 1e-4)
+    scheme = options.pop("scheme", None)
+    return sample(blr(), method, lr=lr, batch_size=4, num_draws=3, scheme=scheme, progress=False,
+                  kernel_options=options)
+
+
+FAMILY = [
+    ("sghmc friction zero", lambda t: family("sghmc", alpha=0.0), r"alpha \(friction\) must be a finite number > 0"),
+    ("sghmc friction above 1", lambda t: family("sghmc", alpha=1.5),
+     r"alpha \(friction\) = 1\.5 is out of range; allowed: 0 < alpha <= 1"),
+    ("sghmc noise estimate at alpha", lambda t: family("sghmc", alpha=0.1, beta_hat=0.1),
+     r"beta_hat \(gradient-noise estimate\) = 0\.1 is out of range; allowed: 0 <= beta_hat < alpha = 0\.1"),
+    ("sghmc noise estimate with wor", lambda t: family("sghmc", beta_hat=0.01, scheme="wor"),
+     r"sghmc with beta_hat = 0\.01 > 0 cannot use scheme 'wor'.*use scheme 'wr' or 'iid', or beta_hat=0"),
+    ("sgnht diffusion out of range", lambda t: family("sgnht", a=0.7),
+     r"a \(SGNHT's injected diffusion\) = 0\.7 is out of range; allowed: 0 < a < 0\.5"),
+    ("sgnht thermostat start out of range", lambda t: family("sgnht", initial_thermostat=2.5),
+     r"initial_thermostat = 2\.5 is out of range; allowed: -1 < zeta_0 < 2"),
+    ("psgld decay out of range", lambda t: family("psgld", rho=1.0),
+     r"rho \(pSGLD's decay of the squared-gradient average\) = 1\.0 is out of range; allowed: 0 < rho < 1"),
+    ("psgld lambda not positive", lambda t: family("psgld", eps=0.0), r"eps \(pSGLD's lambda.*must be a finite number > 0"),
+    ("preconditioner not symmetric", lambda t: family("sgld", preconditioner=[[1.0, 0.5], [0.0, 1.0]]),
+     r"preconditioner is not symmetric \(max \|P - P\^T\| = 0\.5\); give a symmetric positive definite matrix"),
+    ("preconditioner not positive definite", lambda t: family("sgworld", preconditioner=[[1.0, 2.0], [2.0, 1.0]]),
+     r"preconditioner is not positive definite \(smallest eigenvalue -1\); give a symmetric positive definite"),
+    ("preconditioner wrong shape", lambda t: family("sgld", preconditioner=torch.eye(3)),
+     r"preconditioner must be a \(2, 2\) matrix for this problem's 2 parameters, got shape \(3, 3\)"),
+    ("lr schedule never positive", lambda t: sample(blr(), "sgld", lr=CyclicalPhase(0.0, 10, 2, 0.5), batch_size=4,
+                                                  num_draws=3, progress=False), r"lr schedule .* is never positive"),
+    ("lr schedule decays too slowly", lambda t: family("sgld", lr=PolynomialDecay(1e-3, 1.0, 0.3)),
+     r"gamma of PolynomialDecay = 0\.3 is out of range; allowed: 0\.5 < gamma <= 1"),
+    ("control-variate centre wrong shape", lambda t: family("sgld_cv", centre=[0.0, 0.0, 0.0]),
+     r"centre must have shape \(2,\) \(one point in parameter space\), got \(3,\)"),
+    ("control-variate centre missing", lambda t: family("sgld_cv"), r"centre is required for control variates"),
+    ("cyclical SGLD without its length", lambda t: family("csgld"), r"csgld needs total_steps"),
+    ("momenta recorded in a basis", lambda t: sample(blr(), "sghmc", lr=1e-4, batch_size=4, num_draws=3,
+                                                     record_basis=torch.eye(2), progress=False,
+                                                     kernel_options={"record_momentum": True}),
+     r"record_basis applies to positions; 'sghmc' records more than the position"),
+    ("cyclical SGLD exploration out of range", lambda t: family("csgld", total_steps=30, exploration=1.2),
+     r"exploration = 1\.2 is out of range; allowed: 0 <= exploration < 1"),
+]
+
+
+@pytest.mark.parametrize("case, call, message", FAMILY, ids=[c[0] for c in FAMILY])
+def test_sgmcmc_family_settings_are_refused_with_one_line(tmp_path, case, call, message):
+    with pytest.raises(ValueError, match=message) as info:
+        call(tmp_path)
+    assert len(str(info.value).splitlines()) == 1
+
+
+# --------------------------------------------------------------- devices and processes
+
+def _set_epoch_forgotten():
+    from sgworld.distributed import DistributedWithoutReplacementSampler
+
+    order = DistributedWithoutReplacementSampler(8, 2, num_replicas=2, rank=0)
+    list(order)
+    list(order)
+
+
+def _world_not_dividing_batch():
+    from sgworld.distributed import DistributedWithReplacementSampler
+
+    DistributedWithReplacementSampler(9, 3, num_replicas=2, rank=0)
+
+
+DEVICES_AND_PROCESSES = [
+    ("device that holds no data", lambda: sgld(device="meta"), ValueError,
+     r"device 'meta' holds shapes without data and cannot run chains; use 'cpu' or 'cuda'"),
+    ("device name that is no device", lambda: sgld(device="gpu"), ValueError,
+     r"device 'gpu' is not a device name; use 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    ("world size not dividing the batch", _world_not_dividing_batch, ValueError,
+     r"batch_size = 3 is not divisible by the world size 2: .* choose a multiple of 2"),
+    ("set_epoch forgotten", _set_epoch_forgotten, RuntimeError,
+     r"epoch 0 was already iterated: call set_epoch\(epoch\) before every epoch"),
+]
+if not torch.cuda.is_available():
+    DEVICES_AND_PROCESSES.append(("cuda on a machine without one", lambda: sgld(device="cuda"), ValueError,
+                                  r"device 'cuda' is not available here .*; use device='cpu'"))
+
+
+@pytest.mark.parametrize("case, call, error, message", DEVICES_AND_PROCESSES, ids=[c[0] for c in DEVICES_AND_PROCESSES])
+def test_devices_and_processes_are_refused_with_one_line(case, call, error, message):
+    with pytest.raises(error, match=message) as info:
+        call()
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_cli_device_that_cannot_run_chains_exits_2_and_writes_nothing(tmp_path, capsys):
+    assert main(["run", "posterior", "--quick", "--device", "meta", "--out", str(tmp_path / "d"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device 'meta' holds shapes without data" in err
+    assert not (tmp_path / "d").exists()

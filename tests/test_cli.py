@@ -152,16 +152,20 @@ TINY_REGRESSION = ["--set", "chains=32", "--set", "steps=120", "--set", "segment
 
 
 def _interrupted_regression(out, monkeypatch, seed=0):
-    """`sgworld run regression` stopped after its WR simulation saved its checkpoint (as a kill would)."""
-    from sgworld.experiments import regression
+    """`sgworld run regression` stopped after its WR simulation finished its trace folder (as a kill would)."""
+    from sgworld import nonequilibrium
 
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
+    simulate = nonequilibrium._simulate
 
-    monkeypatch.setattr(regression, "simulate_wor", stop)
+    def stop_at_wor(problem, settings, scheme, *args, **kwargs):
+        if scheme == "wor":
+            raise KeyboardInterrupt
+        return simulate(problem, settings, scheme, *args, **kwargs)
+
+    monkeypatch.setattr(nonequilibrium, "_simulate", stop_at_wor)
     assert main(["run", "regression", *TINY_REGRESSION, "--seed", str(seed), "--checkpoint-every", "0",
                  "--out", str(out), "-q"]) == 130
-    assert (out / "checkpoints" / "sgd-wr.npz").is_file()
+    assert (out / "checkpoints" / "sgd-wr" / "meta.json").is_file()
 
 
 def _edit_config(out, **changes):
@@ -192,7 +196,8 @@ def test_resume_with_a_checkpoint_of_another_seed_is_refused(tmp_path, capsys, m
     _interrupted_regression(out, monkeypatch)
     _interrupted_regression(other, monkeypatch, seed=1)
     capsys.readouterr()
-    shutil.copy(other / "checkpoints" / "sgd-wr.npz", out / "checkpoints" / "sgd-wr.npz")
+    shutil.rmtree(out / "checkpoints" / "sgd-wr")
+    shutil.copytree(other / "checkpoints" / "sgd-wr", out / "checkpoints" / "sgd-wr")
     assert main(["resume", str(out), "-q"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "sgd-wr.npz belongs to another run" in err
+    assert len(err.splitlines()) == 1 and "sgd-wr' holds a different run (" in err and "seed: " in err, err

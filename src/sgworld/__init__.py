@@ -11,13 +11,18 @@ from .problems import (  # noqa: E402
     BayesianLinearRegression, EnergyProblem, GaussianLocation, Problem, QuadraticProblem, from_module,
 )
 from .run import sample  # noqa: E402
-from .samplers import hmc, lahmc, mala, mjhmc, sgd, sgld, sgworld, ula  # noqa: E402
+from .samplers import (  # noqa: E402
+    csgld, hmc, lahmc, mala, mjhmc, psgld, sgd, sghmc, sgld, sgld_cv, sgnht, sgworld, ula,
+)
 from .trace import Trace  # noqa: E402
-from . import diagnostics, optim  # noqa: E402  (sg.diagnostics.ess, sg.optim.SGWORLD after `import sgworld`)
+from .nonequilibrium import analyze  # noqa: E402
+from .comparison import compare_samplers  # noqa: E402
+from . import diagnostics, distributed, optim, schedules  # noqa: E402  (sg.optim.SGWORLD after `import sgworld`)
 
 __all__ = [
     "CheckpointError", "DiskSpaceError", "StepSizeError", "TheoryRangeWarning",
     "__version__", "SCHEMES", "IndexStream", "noise_factor", "DivergenceError", "TraceFileError", "Problem",
     "QuadraticProblem", "BayesianLinearRegression", "GaussianLocation", "from_module", "sample",
-    "sgd", "sgld", "sgworld", "ula", "mala", "hmc", "lahmc", "mjhmc", "EnergyProblem", "Trace", "diagnostics", "optim",
+    "sgd", "sgld", "sgworld", "ula", "mala", "hmc", "lahmc", "mjhmc", "sghmc", "sgnht", "psgld", "sgld_cv", "csgld",
+    "EnergyProblem", "Trace", "analyze", "compare_samplers", "diagnostics", "distributed", "optim", "schedules",
 ]

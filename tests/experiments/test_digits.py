@@ -13,7 +13,8 @@ from sgworld import Problem
 from sgworld.datasets import load_digits
 from sgworld.experiments import digits
 from sgworld.experiments.common import resolve_config
-from sgworld.theory.point import find_minimum, gradient_covariance
+from sgworld.nonequilibrium import top_circulation_plane
+from sgworld.theory import find_minimum, gradient_covariance
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_top_circulation_plane_of_a_known_current():
     omega[0, 1], omega[2, 3] = 0.3, 0.1
     omega -= omega.T
     Q = root[:, None] * omega * root[None, :]              # Sigma^{1/2} Omega Sigma^{1/2}
-    plane = digits.top_circulation_plane(Q, np.diag(s))
+    plane = top_circulation_plane(Q, np.diag(s))
     assert plane["omega"] == pytest.approx(0.3, rel=1e-12)
     np.testing.assert_allclose(plane["omegas"][:2], [0.3, 0.1], rtol=1e-12)
     E = plane["basis"]

@@ -11,7 +11,7 @@ import torch
 from sgworld.datasets import load_digits
 from sgworld.experiments import digits
 from sgworld.experiments.common import resolve_config
-from sgworld.theory.point import find_minimum
+from sgworld.theory import find_minimum
 
 from conftest import shifted_seed
 
@@ -46,7 +46,7 @@ def test_set_reference_method_selects_the_sampler_and_its_step():
 def test_reference_records_its_method_and_cost(small, method):
     problem, feats, w_star, H = small
     config = resolve_config(digits.Config, TINY, {"reference_method": method, "seed": shifted_seed(0)})
-    post = digits.posterior_sampling(problem, feats, w_star, H, config, progress=False)
+    post = digits.posterior_sampling(problem, feats, w_star, H, config, progress=False).to_json()
     ref = post["reference"]
     assert ref["method"] == method and 0 < ref["acceptance_rate"] <= 1
     steps = config.reference_burn_in + config.reference_draws * config.reference_thin

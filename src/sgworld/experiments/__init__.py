@@ -13,6 +13,8 @@ STUDIES = {
     "regression": "sgworld.experiments.regression",
     "digits": "sgworld.experiments.digits",
     "hmc": "sgworld.experiments.hmc",
+    "nonequilibrium": "sgworld.experiments.nonequilibrium",
+    "samplers": "sgworld.experiments.samplers",
 }
 
 

@@ -32,20 +32,7 @@ from .. import __version__
 from .._atomic import atomic_write
 from .._disk import free_bytes
 from ..checkpoint import data_digest
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One reported number against its reference, for the report: ``ok`` says whether ``value`` is
-    within ``tolerance`` (a short human-readable rule, e.g. ``"|z| < 5"``) of ``reference``; ``None``
-    when the number has no pass/fail rule (shown for information)."""
-
-    name: str
-    value: float | None
-    reference: float | None = None
-    tolerance: str = ""
-    ok: bool | None = None
-    note: str = ""
+from ..checks import Check  # noqa: F401  (re-exported: the studies' checks)
 
 
 class ConfigError(ValueError):

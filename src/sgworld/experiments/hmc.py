@@ -291,7 +291,7 @@ def run(config: Config, out_dir, progress=None, checkpoint_every: float | None =
                               "no_mean_subtraction": "sum_d <x_t,d x_t+s,d> / sum_d <x_t,d^2> (the papers')"},
                "runtime_s": time.time() - began}
     write_json(out_dir / "metrics.json", metrics)
-    from .hmc_plots import plot_autocorrelation, plot_spectral_gaps
+    from ..plots import plot_autocorrelation, plot_spectral_gaps
     plot_autocorrelation(mix, config.ac_threshold, out_dir / "hmc_autocorrelation.png")
     plot_spectral_gaps(gaps, out_dir / "hmc_spectral_gap.png")
     store.clear()
