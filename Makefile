@@ -45,3 +45,9 @@ $(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
 .PHONY: bench
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py $(BENCH_FLAGS)
+
+# make peer-moments - BlackJAX's and posteriors' SGLD / SGHMC / SGNHT at the converted parameters of
+#                     docs/concepts.md against sgworld's exact moments (benchmarks/results/peer_moments.md)
+.PHONY: peer-moments
+peer-moments: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/peer_moments.py $(BENCH_FLAGS)
