@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.func import grad as func_grad
-from torch.func import hessian as func_hessian
+from torch.func import jacrev
 from torch.func import jvp
 
 from .._checks import as_float64, check_gradient_noise, check_int_range, check_minimum, check_point, check_positive
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 _EPOCH_CHUNK = 8192      # independent epochs simulated at once (bounds memory: chunk * M * b indices)
+_HESSIAN_COLUMNS = 8      # Hessian columns of L_eff per reverse pass (bounds memory: chunk * N * p)
 
 
 def _eigh(M: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +136,10 @@ def minimize_effective_loss(problem: Problem, lr: float, batch_size: int, w_star
     """
     w_star_t = check_point(problem, w_star, "w_star")
     l_eff = effective_loss(problem, lr, batch_size)
-    grad_eff, hess_eff = func_grad(l_eff), func_hessian(l_eff)
+    grad_eff = func_grad(l_eff)
+    # The Hessian as the Jacobian of the gradient, a few columns at a time: memory O(chunk * N * p), not
+    # the O(p * N * p) of forward-over-reverse with all p tangents at once.
+    hess_eff = jacrev(grad_eff, chunk_size=_HESSIAN_COLUMNS)
     H = problem.hessian(w_star_t)
     check_minimum(_numpy(H), "w_star")
     first = w_star_t - torch.linalg.solve(H, grad_eff(w_star_t).detach())
@@ -214,12 +218,27 @@ def _second_order_displacements(problem: Problem, w: torch.Tensor, lr: float, ba
     return -lr * earlier + lr * lr * second
 
 
-def _covariance_with_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Covariance of the rows of ``x`` (n, p), the standard error of each entry, and the centred products."""
-    dx = x - x.mean(0)
-    prod = dx[:, :, None] * dx[:, None, :]
+def _covariance_with_se(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Covariances of the rows of ``x`` and ``y`` (n, p each, paired rows), the standard error of each entry,
+    and the standard error of each entry of their difference.
+
+    The standard error of an entry is that of the mean of the centred products ``dx_i dx_j`` over the n rows;
+    their variances come from fourth moments formed as p x p matrix products, so memory stays O(n p + p^2)
+    (the products themselves, n x p x p, are never formed).
+    """
     n = x.shape[0]
-    return prod.mean(0) * n / (n - 1), prod.std(0, ddof=1) / math.sqrt(n), prod
+    dx, dy = x - x.mean(0), y - y.mean(0)
+    cx, cy = dx.T @ dx / n, dy.T @ dy / n
+
+    def se(second: np.ndarray, fourth: np.ndarray) -> np.ndarray:
+        var = np.maximum(fourth - second ** 2, 0.0) * n / (n - 1)
+        return np.sqrt(var / n)
+
+    xx, yy = dx * dx, dy * dy
+    se_x, se_y = se(cx, xx.T @ xx / n), se(cy, yy.T @ yy / n)
+    cross = (dx * dy).T @ (dx * dy) / n  # E[dx_i dy_i dx_j dy_j]
+    se_diff = se(cx - cy, xx.T @ xx / n + yy.T @ yy / n - 2.0 * cross)
+    return cx * n / (n - 1), se_x, cy * n / (n - 1), se_y, se_diff
 
 
 def wor_epoch_diffusion(problem: Problem, w, lr: float, batch_size: int, *, epochs: int = 20000,
@@ -269,9 +288,7 @@ def wor_epoch_diffusion(problem: Problem, w, lr: float, batch_size: int, *, epoc
             second.append(_second_order_displacements(problem, w, lr, batches))
             bar.update(batches.shape[0])
     sim, second = _numpy(torch.cat(sim)), _numpy(torch.cat(second))
-    cov_sim, se_sim, prod_sim = _covariance_with_se(sim)
-    cov_2, se_2, prod_2 = _covariance_with_se(second)
-    diff_se = (prod_sim - prod_2).std(0, ddof=1) / math.sqrt(epochs)
+    cov_sim, se_sim, cov_2, se_2, diff_se = _covariance_with_se(sim, second)
     return EpochDiffusion(D=0.5 * cov_sim, D_se=0.5 * se_sim, D_second_order=0.5 * cov_2, D_second_order_se=0.5 * se_2,
                           difference_se=0.5 * diff_se, mean_displacement=sim.mean(0),
                           mean_displacement_se=sim.std(0, ddof=1) / math.sqrt(epochs), epochs=epochs,
