@@ -227,3 +227,14 @@ def test_sample_records_subspace_coordinates_of_the_same_chains(tmp_path):
     sample(problem, "sgd", record_basis=V, out=tmp_path / "t", **kw)
     with pytest.raises(ValueError, match="holds a different run"):
         sample(problem, "sgd", record_basis=V[:, ::-1].copy(), out=tmp_path / "t", **kw)
+
+
+def test_group_z_tolerance_keeps_the_stated_false_failure_rate():
+    from scipy import stats
+
+    from sgworld.nonequilibrium import Z_CHECK, group_z_tolerance
+    tail = 2 * stats.norm.sf(Z_CHECK)
+    for groups in (8, 16, 32):
+        assert 2 * stats.t.sf(group_z_tolerance(groups), groups - 1) == pytest.approx(tail, rel=1e-6)
+    assert group_z_tolerance(8) > group_z_tolerance(32) > Z_CHECK
+    assert group_z_tolerance(None) == Z_CHECK

@@ -501,6 +501,7 @@ def checks(metrics: dict) -> list[Check]:
     and the comparison's (:func:`sgworld.comparison.checks`)."""
     neq_m = metrics["nonequilibrium"]
     out = []
+    tol = neq.group_z_tolerance(neq_m.get("simulation", {}).get("groups"))  # standard errors over chain groups
     if neq_m.get("analysis", {}).get("path") == "topk":
         out.append(Check("Theory path: top-k Hessian eigenspace", neq_m["analysis"].get("k"),
                          note="; ".join(neq_m["analysis"].get("notes", []))))
@@ -510,14 +511,14 @@ def checks(metrics: dict) -> list[Check]:
             continue
         z = np.abs(np.asarray(m["sigma_z_eig"], dtype=float))
         out.append(Check(f"{scheme}: Sigma per eigenmode, max |z| over {z.size} modes", float(np.nanmax(z)), 0.0,
-                         f"|z| < {neq.Z_CHECK:g}", bool(np.nanmax(z) < neq.Z_CHECK),
+                         f"|z| < {tol:.3g}", bool(np.nanmax(z) < tol),
                          "relaxation-corrected simulation vs Lyapunov theory"))
         out.append(Check(f"{scheme}: tr Sigma, simulation / theory - 1", m["sigma_trace_relative_error"], 0.0,
                          "|.| < 0.05", abs(m["sigma_trace_relative_error"]) < 0.05))
     wr, wor = neq_m.get("wr"), neq_m.get("wor")
     if wr is not None:
         out.append(Check("wr: entropy production per step, simulation", wr["ep_rate_sim"], wr["ep_rate_theory"],
-                         f"|z| < {neq.Z_CHECK:g}", abs(wr["ep_rate_z"]) < neq.Z_CHECK,
+                         f"|z| < {tol:.3g}", abs(wr["ep_rate_z"]) < tol,
                          f"relative error {wr['ep_rate_relative_error']:+.3%}"))
         for k, (lo, hi) in wr["ift_ci"].items():
             out.append(Check(f"wr: IFT (<exp(-ds)> - 1)/<ds>, window {k}", wr["ift"][k], 0.0, "0 in 95% CI",
@@ -528,9 +529,9 @@ def checks(metrics: dict) -> list[Check]:
                          f"CI [{lo:.3g}, {hi:.3g}]" if None not in (lo, hi) else wr.get("dft_error", "")))
         c = wr["circulation"]
         out.append(Check("wr: rotation rate in the top circulation plane (areal velocity)", c["omega_sim"],
-                         c["omega_theory"], f"|z| < {neq.Z_CHECK:g}", abs(c["omega_z"]) < neq.Z_CHECK))
+                         c["omega_theory"], f"|z| < {tol:.3g}", abs(c["omega_z"]) < tol))
     if wor is not None and "mean_z" in wor:
         zmax = float(np.max(np.abs(wor["mean_z"])))
-        out.append(Check("wor: stationary mean vs argmin L_eff, max |z|", zmax, 0.0, f"|z| < {neq.Z_CHECK:g}",
-                         zmax < neq.Z_CHECK))
+        out.append(Check("wor: stationary mean vs argmin L_eff, max |z|", zmax, 0.0, f"|z| < {tol:.3g}",
+                         zmax < tol))
     return out + comparison.checks(metrics["posterior"])
