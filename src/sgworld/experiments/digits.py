@@ -56,6 +56,7 @@ from ..datasets import ImageData, load_images
 from ..plots import NONEQUILIBRIUM_FIGURES, nonequilibrium_figures
 from ..problems import Problem
 from ..problems.mlp import ReferenceClassMLP
+from ..theory import NewtonResult
 from .common import StudyCheckpoints, check_resources, write_config, write_json
 
 DESCRIPTION = "Classifier on handwritten digits (softmax or MLP): SGD out of equilibrium (wr vs wor), SGLD vs SGWORLD"
@@ -315,21 +316,9 @@ def find_w_star(problem: Problem, config: Config) -> neq.Minimum:
         mn = neq.find_w_star(problem, 1.0, config.batch_size, w_star=w)
         return neq.Minimum(w=mn.w, newton=mn.newton, start=start + ", then Newton",
                            hessian_eigenvalues=mn.hessian_eigenvalues)
-    newton = _Polished(w=w, iterations=result["iterations"], grad_norm=result["grad_norm"], step_norm=math.nan,
-                       value=result["value"], regularised_steps=0)
+    newton = NewtonResult(w=w, iterations=result["iterations"], grad_norm=result["grad_norm"], step_norm=math.nan,
+                          value=result["value"], regularised_steps=0)
     return neq.Minimum(w=w, newton=newton, start=start, hessian_eigenvalues=np.empty(0))
-
-
-@dataclass(frozen=True)
-class _Polished:
-    """The fields of :class:`sgworld.theory.NewtonResult` for a minimum found without a dense Hessian."""
-
-    w: np.ndarray
-    iterations: int
-    grad_norm: float
-    step_norm: float
-    value: float
-    regularised_steps: int
 
 
 def matrix_free_minimum(problem: Problem, w0: np.ndarray, gtol: float = 1e-9, max_iter: int = 50000):
