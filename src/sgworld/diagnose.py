@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ._checks import check_int_range
+from ._checks import check_fraction, check_int_range
 from .diagnostics import ess, gaussian_kl, rhat
 from .theory.stationary import solve_lyapunov
 from .thermo.model_free import _chain_statistics, _fit_from_statistics, fit_linear_drift
@@ -361,14 +361,6 @@ def _t_interval(value: float, stderr: float, level: float, dof: int) -> Interval
 # ------------------------------------------------------------------------------------ the diagnostic
 
 
-def _check_level(level) -> float:
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level = {level!r} is out of range; pass the interval's coverage as a number in (0, 1), "
-                         "e.g. 0.95")
-    return level
-
-
 def diagnose(trace, *, top: int | None = None, lag: int = 1, level: float = 0.95,
              groups: int | None = None) -> Diagnosis:
     r"""Equilibrium diagnostic of a trace: ESS, R-hat, entropy production and circulation per draw.
@@ -407,7 +399,7 @@ def diagnose(trace, *, top: int | None = None, lag: int = 1, level: float = 0.95
         raise ValueError(f"draws must have shape (chains, draws, p), got {tuple(draws.shape)}")
     chains, n_draws, p = (int(s) for s in draws.shape)
     lag = check_int_range("lag", lag, 1)
-    level = _check_level(level)
+    level = check_fraction("level", level)
     if chains < MIN_CHAINS:
         raise ValueError(f"the diagnostic needs at least {MIN_CHAINS} independent chains (its intervals come from "
                          f"the spread between chains), got {chains}; sample more chains")

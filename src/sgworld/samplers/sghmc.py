@@ -71,6 +71,16 @@ def check_friction(alpha, beta_hat) -> tuple[float, float]:
     return alpha, beta_hat
 
 
+def momentum_settings(initial_momentum, record_momentum: bool) -> dict:
+    """The metadata of the momentum options shared by SGHMC and SGNHT (JSON: the tensor described)."""
+    out = {}
+    if initial_momentum is not None:
+        out["initial_momentum"] = describe_tensor(torch.as_tensor(initial_momentum))
+    if record_momentum:
+        out["record_momentum"] = True
+    return out
+
+
 def initial_momentum_of(problem: Problem, momentum, position: torch.Tensor) -> torch.Tensor:
     """(K, p) initial momenta: zeros, or ``momentum`` given as (p,) or (K, p)."""
     if momentum is None:
@@ -101,10 +111,7 @@ def sghmc(problem: Problem, lr, temperature=1.0, *, alpha: float = 0.1, beta_hat
     estimate = minibatch_gradient(problem)
     scheduled = not (lr_s.constant and t_s.constant)
     settings = {"alpha": alpha, "beta_hat": beta_hat, **schedule_settings(lr_s, t_s)}
-    if initial_momentum is not None:
-        settings["initial_momentum"] = describe_tensor(torch.as_tensor(initial_momentum))
-    if record_momentum:
-        settings["record_momentum"] = True
+    settings.update(momentum_settings(initial_momentum, record_momentum))
 
     def init(position):
         problem.check_params(position)

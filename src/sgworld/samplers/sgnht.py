@@ -41,11 +41,11 @@ import torch
 
 from ..problems import Problem
 from ..schedules import schedule_value
-from .base import Kernel, StepInfo, describe_tensor
+from .base import Kernel, StepInfo
 from .gradients import minibatch_gradient
 from .integrators import sgnht_update
 from .langevin import schedule_settings, schedules_of, step_counter
-from .sghmc import initial_momentum_of, position_and_momentum
+from .sghmc import initial_momentum_of, momentum_settings, position_and_momentum
 
 
 class SGNHTState(NamedTuple):
@@ -79,10 +79,7 @@ def sgnht(problem: Problem, lr, temperature=1.0, *, a: float = 0.01, initial_the
     estimate = minibatch_gradient(problem)
     scheduled = not (lr_s.constant and t_s.constant)
     settings = {"a": a, "initial_thermostat": zeta0, **schedule_settings(lr_s, t_s)}
-    if initial_momentum is not None:
-        settings["initial_momentum"] = describe_tensor(torch.as_tensor(initial_momentum))
-    if record_momentum:
-        settings["record_momentum"] = True
+    settings.update(momentum_settings(initial_momentum, record_momentum))
 
     def init(position):
         problem.check_params(position)
