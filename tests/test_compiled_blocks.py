@@ -1,8 +1,10 @@
-"""sample(compile=True): blocks of steps through the kernel's ``block`` function, compiled.
+"""Compiled blocks of steps through the kernel's ``block`` function (``sample(compile=True)``, and by
+default for long runs of small chains).
 
-The block applies the same gradient and update rule as the kernel's step; these tests check that it
-does (exactly, with the same noise), that the driver records, detects divergence and resumes the same
-way on the block path, and that the sampled moments match the exact discrete-time ones.
+The block applies the same gradient and update rule as the kernel's step to the same indices and noise;
+these tests check that it does (exactly), that the driver records, detects divergence and resumes the
+same way on the block path, when the default chooses it, what happens when compiling fails, and that
+the sampled moments match the exact discrete-time ones.
 """
 
 import shutil
@@ -91,12 +93,48 @@ def test_block_path_resumes_bit_for_bit(tmp_path, blr_problem, eager_compile, mo
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
-def test_compiled_block_agrees_with_eager(blr_problem):
+def test_compiled_run_agrees_with_steps(blr_problem):
+    """The real compiler: the same draws as single steps up to rounding (float64)."""
     h_max = np.linalg.eigvalsh(blr_problem.hessian().numpy())[-1]
-    kernel = sgld(blr_problem, 0.3 / h_max, 1.0)
-    gen = torch.Generator().manual_seed(shifted_seed(1))
-    position = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    indices = torch.randint(blr_problem.n, (sgworld.run.FUSED_STEPS, 4, 4), generator=gen)
-    noise = torch.randn(sgworld.run.FUSED_STEPS, 4, 2, generator=gen, dtype=torch.float64)
-    compiled = torch.compile(kernel.block, dynamic=False)(position, indices, noise)
-    assert torch.allclose(compiled, kernel.block(position, indices, noise), rtol=1e-12, atol=1e-12)
+    kw = dict(lr=0.3 / h_max, batch_size=4, chains=4, num_draws=5, thin=2 * sgworld.run.FUSED_STEPS,
+              seed=shifted_seed(1), progress=False)
+    compiled = sample(blr_problem, "sgld", compile=True, **kw)
+    assert compiled.meta["compiled_blocks"] == sgworld.run.FUSED_STEPS
+    np.testing.assert_allclose(compiled.draws, sample(blr_problem, "sgld", compile=False, **kw).draws,
+                               rtol=1e-12, atol=1e-12)
+
+@pytest.mark.parametrize("method, scheme, chains", [("sgld", "wr", 3), ("sgld", "iid", 70), ("sgworld", "wor", 70)])
+def test_block_path_draws_what_the_step_path_draws(blr_problem, eager_compile, method, scheme, chains):
+    """Blocks take the steps' indices and noise in the steps' order: uncompiled, the traces are identical."""
+    kw = dict(lr=1e-3, batch_size=4, scheme=scheme, chains=chains, num_draws=7, burn_in=5, thin=9,
+              seed=shifted_seed(6), progress=False)
+    blocks = sample(blr_problem, method, compile=True, **kw)
+    steps = sample(blr_problem, method, compile=False, **kw)
+    assert "compiled_blocks" in blocks.meta and "compiled_blocks" not in steps.meta
+    np.testing.assert_array_equal(blocks.draws, steps.draws)
+
+
+def test_default_compiles_long_runs_of_small_chains(blr_problem, eager_compile, monkeypatch):
+    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_STEPS", 64)
+    kw = dict(lr=1e-3, batch_size=4, chains=4, progress=False)
+    assert "compiled_blocks" in sample(blr_problem, "sgld", num_draws=64, **kw).meta        # 64 steps
+    assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=63, **kw).meta    # shorter
+    assert "compiled_blocks" not in sample(blr_problem, "sghmc", num_draws=64, **kw).meta   # no block
+    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_NUMBERS", 7)                              # K p = 8
+    assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=64, **kw).meta
+
+
+def test_a_failed_compilation_falls_back_or_raises(blr_problem, monkeypatch):
+    def broken(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_STEPS", 64)
+    kw = dict(lr=1e-3, batch_size=4, chains=4, num_draws=80, seed=shifted_seed(7), progress=False)
+    with pytest.warns(RuntimeWarning, match="compiling the sampler's steps failed"):
+        fallback = sample(blr_problem, "sgld", **kw)
+    np.testing.assert_array_equal(fallback.draws, sample(blr_problem, "sgld", compile=False, **kw).draws)
+    with pytest.raises(RuntimeError, match="install a C\\+\\+ compiler .* or pass compile=False"):
+        sample(blr_problem, "sgld", compile=True, **kw)

@@ -63,3 +63,18 @@ def test_bad_requests():
         rng.normal(torch.empty(3, 2))
     with pytest.raises(ValueError, match="not within the 1 chain groups"):
         ChainRandom.from_seed(0, NOISE_STREAM, 10, groups=range(1, 2))
+
+
+def test_steps_at_once_are_the_steps_one_by_one():
+    """``normal_steps`` and ``IndexStream.take`` (the compiled blocks' draws) give the numbers that as many
+    single calls give, across block boundaries and with more than one chain group."""
+    like = torch.empty(70, 3, dtype=torch.float64)
+    one, many = (ChainRandom.from_seed(2, NOISE_STREAM, 70) for _ in range(2))
+    for steps in (5, 16, 16, 40, 1, 16):
+        block = many.normal_steps(like, steps)
+        assert block.shape == (steps, 70, 3)
+        assert torch.equal(block, torch.stack([one.normal(like) for _ in range(steps)]))
+    for scheme in ("iid", "wr", "wor"):
+        a, b = (IndexStream(scheme, 50, 7, 70, ChainRandom.from_seed(4, 0, 70)) for _ in range(2))
+        for steps in (16, 5, 16):
+            assert torch.equal(a.take(steps), torch.stack([next(b) for _ in range(steps)]))

@@ -161,6 +161,10 @@ class IndexStream:
             self._block.reverse()
         return self._block.pop()
 
+    def take(self, steps: int) -> torch.Tensor:
+        """The next ``steps`` batches at once, stacked: (steps, K, b), the same as ``steps`` calls of ``next``."""
+        return torch.stack([next(self) for _ in range(steps)])
+
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue this stream exactly: the generators' states, the indices

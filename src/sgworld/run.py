@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,9 +37,15 @@ _FINITE_CHECK_EVERY = 8
 _UPDATE_EVERY_MAX = 256          # steps between progress updates, divergence and checkpoint checks
 _CHUNK_BYTES = 64 << 20          # draws held in memory between writes to a trace folder
 FUSED_STEPS = 16                 # steps per compiled block (sample(compile=True))
+# compile=None (the default) compiles runs of at least this many steps whose chains hold at most
+# AUTO_COMPILE_NUMBERS numbers (K p): there the per-step overhead dominates and the compilation (seconds
+# with torch's on-disk cache, up to a minute without) is amortised.
+AUTO_COMPILE_STEPS = 100_000
+AUTO_COMPILE_NUMBERS = 1 << 20
 # may differ between a run and its resumption
-_RUN_KEYS_IGNORED = ("sgworld_version", "acceptance_rate", "grad_evals_per_chain", "grad_evals_per_step",
-                     "transition_names", "transition_fractions", "transition_counts", CHECKSUM_KEY)
+_RUN_KEYS_IGNORED = ("sgworld_version", "compiled_blocks", "acceptance_rate", "grad_evals_per_chain",
+                     "grad_evals_per_step", "transition_names", "transition_fractions", "transition_counts",
+                     CHECKSUM_KEY)
 
 
 @contextmanager
@@ -76,7 +83,7 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
            batch_size: int | None = None, scheme: str | None = None, chains: int = 1, num_draws: int = 1000,
            burn_in: int = 0, thin: int = 1, init=None, seed: int = 0, drop_last: bool = True,
            progress: bool | None = None, threads: int | None = 1, out=None,
-           checkpoint_every: float | None = 60.0, compile: bool = False,
+           checkpoint_every: float | None = 60.0, compile: bool | None = None,
            kernel_options: dict | None = None, device=None, record_basis=None) -> Trace:
     """Run K chains of a sampler and return their draws as a :class:`Trace`.
 
@@ -126,12 +133,15 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         With ``out``, rank R streams into ``out/rank-R`` (checkpoint / resume per rank, with the same
         number of ranks) and ``Trace.load(out)`` merges the rank folders. A rank that stops is named by
         the others (:class:`sgworld.distributed.RankFailedError`).
-    compile : run blocks of ``FUSED_STEPS`` steps as one ``torch.compile``-d function (stochastic-gradient
-        kernels; MALA always steps one at a time). The block applies the same gradient and update rule;
-        it takes its noise for the whole block from one draw, so its trace differs from
-        ``compile=False`` for the same seed (each is reproducible). It pays off when per-step overhead
-        dominates (small networks, up to ~1e3 chains) and the run is long enough to amortise the
-        compilation (tens of seconds, once per process and shape).
+    compile : None (default), True or False: run blocks of ``FUSED_STEPS`` steps as one ``torch.compile``-d
+        function (the Langevin kernels at constant lr and T: sgd, sgld, sgworld, ula, sgld_cv; the others always
+        step one at a time). A block takes the same minibatch indices and noise, in the same order, as single
+        steps do, so its trace equals ``compile=False``'s up to rounding (compiled arithmetic may round
+        differently). None compiles runs of at least ``AUTO_COMPILE_STEPS`` (1e5) steps whose chains hold at
+        most ``AUTO_COMPILE_NUMBERS`` (2^20) numbers K p, where per-step overhead dominates and the compilation
+        is amortised: seconds with torch's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by default
+        ``/tmp/torchinductor_<user>``), up to a minute for a new problem or size. Where compiling fails (no C++
+        compiler), None runs the steps uncompiled with a warning and True raises.
 
     Raises
     ------
@@ -256,7 +266,7 @@ def _to_device(obj, device):
 
 def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | None, *, kernel: Kernel, scheme,
                    batch_size, chains: int, num_draws: int, burn_in: int, thin: int, seed: int, drop_last: bool,
-                   progress, threads, out, checkpoint_every, compile: bool, options: dict,
+                   progress, threads, out, checkpoint_every, compile: bool | None, options: dict,
                    split: tuple[int, int] | None = None, record_basis: torch.Tensor | None = None) -> Trace:
     """Run the chains of ``groups`` (None: all) of a ``chains``-chain run, starting at ``position``
     (their rows); the draws of those chains, with the metadata of the whole run."""
@@ -288,8 +298,9 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
     }
     if options or kernel.settings:  # the kernel's JSON record replaces tensor-valued options
         meta["kernel_options"] = {**options, **kernel.settings}
-    if compile:
-        meta["compiled_blocks"] = FUSED_STEPS  # a different noise order: a resumed run must match it
+    fused = _compiled_blocks(compile, kernel, stream, total, chains * problem.dim)
+    if fused:
+        meta["compiled_blocks"] = FUSED_STEPS
     if split is not None:
         meta.update(rank=split[0], world_size=split[1], chain_groups=[groups.start, groups.stop])
     steps_np = burn_in + thin * np.arange(1, num_draws + 1, dtype=np.int64)
@@ -378,7 +389,6 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
             checkpoint()
             last_checkpoint = time.monotonic()
 
-    fused = compile and kernel.block is not None and (stream is not None or kernel.temperature > 0)
     with torch.no_grad(), torch_threads(threads), tqdm(total=total, initial=done, disable=_bar_disabled(progress),
                                                        desc=kernel.name, unit="step", leave=False,
                                                        dynamic_ncols=True) as bar:
@@ -389,7 +399,7 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
                 progress_point(step, bar)
 
             state, done = _run_blocks(kernel, state, stream, noise_gen, done, total, burn_in, thin, recorder,
-                                      first_bad, at_update)
+                                      first_bad, at_update, required=bool(compile))
         for step in range(done + 1, total + 1):
             idx = next(stream) if stream is not None else None
             state, info = kernel.step(state, idx, noise_gen)
@@ -420,28 +430,54 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
     return trace
 
 
+def _compiled_blocks(compile: bool | None, kernel: Kernel, stream, total: int, numbers: int) -> bool:
+    """Whether the run goes through compiled blocks: asked for (``compile=True``), or by default (None) when
+    the run is long (``AUTO_COMPILE_STEPS``) and small (``AUTO_COMPILE_NUMBERS``). Only kernels with a
+    ``block`` (the Langevin family at constant lr and T) and runs that draw something have them."""
+    if kernel.block is None or (stream is None and kernel.temperature == 0):
+        return False
+    if compile is None:
+        return total >= AUTO_COMPILE_STEPS and numbers <= AUTO_COMPILE_NUMBERS
+    return bool(compile)
+
+
 def _run_blocks(kernel: Kernel, state, stream, noise_gen, done: int, total: int, burn_in: int, thin: int,
-                recorder: "_Recorder", first_bad: torch.Tensor, at_update) -> tuple:
+                recorder: "_Recorder", first_bad: torch.Tensor, at_update, required: bool) -> tuple:
     """Advance in blocks of ``FUSED_STEPS`` steps through the compiled ``kernel.block``; returns the state
-    and the step reached (whole blocks only: the driver's step loop does the remainder).
-    ``at_update(step, state)`` is called every few hundred steps (progress, divergence, checkpoints)."""
+    and the step reached (whole blocks only: the driver's step loop does the remainder). The blocks take
+    the same indices and noise, in the same order, as the steps would. When compiling fails (at the first
+    call), the blocks run uncompiled (``required``: the failure is raised). ``at_update(step, state)`` is
+    called every few hundred steps (progress, divergence, checkpoints)."""
     # Compiled code is cached by torch per code object and guarded on the closure (problem, lr, T) and
     # shapes: a later sample() call with the same problem and sizes reuses it.
     block = torch.compile(kernel.block, dynamic=False)
+    compiled_once = False
     position = state.position
     steps_per_update = max(FUSED_STEPS, _UPDATE_EVERY_MAX // FUSED_STEPS * FUSED_STEPS)
     while done + FUSED_STEPS <= total:
-        indices = torch.stack([next(stream) for _ in range(FUSED_STEPS)]) if stream is not None else None
-        noise = None if kernel.temperature == 0 else torch.stack(
-            [noise_gen.normal(position) for _ in range(FUSED_STEPS)])
-        positions = block(position, indices, noise)
+        indices = stream.take(FUSED_STEPS) if stream is not None else None
+        noise = None if kernel.temperature == 0 else noise_gen.normal_steps(position, FUSED_STEPS)
+        try:
+            positions = block(position, indices, noise)
+        except Exception as exc:  # no working compiler here (inductor needs a C++ compiler on the CPU)
+            if compiled_once or block is kernel.block:  # not a compilation failure
+                raise
+            if required:
+                raise RuntimeError(f"sample(compile=True) could not compile the sampler's steps ({type(exc).__name__}); "
+                                   "install a C++ compiler (e.g. g++) or pass compile=False") from exc
+            warnings.warn(f"sgworld.sample: compiling the sampler's steps failed ({type(exc).__name__}); they run "
+                          "uncompiled (the same draws, more slowly)", RuntimeWarning, stacklevel=3)
+            block = kernel.block
+            positions = block(position, indices, noise)
+        compiled_once = True
         position = positions[-1]
-        steps = torch.arange(done + 1, done + FUSED_STEPS + 1, device=position.device)
-        bad = ~torch.isfinite(positions).all(2)                         # (S, K)
-        first = torch.where(bad.any(0), steps[bad.int().argmax(0)], 0)
-        first_bad.copy_(torch.where(first_bad == 0, first, first_bad))
-        for j in torch.nonzero(((steps - burn_in) > 0) & ((steps - burn_in) % thin == 0)).flatten().tolist():
-            recorder.add(positions[j])
+        # Non-finite values persist, so the end of each block shows every divergence (as the step loop's
+        # sparse check does).
+        first_bad.masked_fill_(~torch.isfinite(position).all(1) & (first_bad == 0), done + FUSED_STEPS)
+        for j in range(FUSED_STEPS):
+            step = done + 1 + j
+            if step > burn_in and (step - burn_in) % thin == 0:
+                recorder.add(positions[j])
         done += FUSED_STEPS
         state = state._replace(position=position)
         if done % steps_per_update == 0 or done + FUSED_STEPS > total:
