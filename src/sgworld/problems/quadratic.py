@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .._checks import check_finite, check_full_column_rank, check_positive, check_prior_std
 from .base import Problem
@@ -155,11 +156,15 @@ class BayesianLinearRegression(QuadraticProblem):
         if idx is None:
             resid = w @ self.X.T - self.y                                       # (K, N)
             return self.scale * resid @ self.X / self.n + w * self.prior_precision
-        flat = idx.reshape(-1)
-        X = self.X.index_select(0, flat).view(*idx.shape, self.dim)            # (K, b, d)
-        y = self.y.index_select(0, flat).view(idx.shape)
-        resid = (X * w.unsqueeze(1)).sum(-1) - y                                # (K, b)
-        return (resid.unsqueeze(1) @ X).squeeze(1).mul_(self.scale / idx.shape[1]).add_(w, alpha=self.prior_precision)
+        X = self.X.index_select(0, idx.reshape(-1)).view(*idx.shape, self.dim)  # (K, b, d)
+        resid = (X * w.unsqueeze(1)).sum(-1) - self.y[idx]                     # (K, b)
+        if torch.compiler.is_compiling():
+            # sample()'s compiled blocks, which take no derivatives: sum_i resid_ki x_(idx_ki) as an embedding
+            # bag, so that the gather above is fused into the residuals and never formed (about 3x faster)
+            g = F.embedding_bag(idx, self.X, mode="sum", per_sample_weights=resid)
+        else:  # differentiable (torch.func takes Hessians and jvps of this gradient)
+            g = (resid.unsqueeze(1) @ X).squeeze(1)
+        return g.mul_(self.scale / idx.shape[1]).add_(w, alpha=self.prior_precision)
 
 
 class GaussianLocation(QuadraticProblem):
