@@ -1,5 +1,5 @@
 """``make bench``: W1-W3 in float32 and float64, one process per workload and dtype, then the
-K = 1 profile, then ``benchmarks/RESULTS.md``.
+long run end to end (``long_run.py``), the K = 1 profile, then ``benchmarks/RESULTS.md``.
 
     python benchmarks/run_all.py [--quick] [--only W1 ...]
 """
@@ -29,6 +29,8 @@ def main(argv=None):
             cmd = [sys.executable, str(HERE / "bench.py"), workload, dtype, "--out", str(out)]
             print("$", " ".join(cmd[1:]) + (" --quick" if args.quick else ""), flush=True)
             subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, cwd=HERE)
+    if not args.quick:
+        subprocess.run([sys.executable, str(HERE / "long_run.py")], check=True, cwd=HERE)
     with open(RESULTS / "profile.txt", "w") as f:
         for dtype in ("float64", "float32"):
             subprocess.run([sys.executable, str(HERE / "profile_step.py"), "--chains", "1", "--dtype", dtype,

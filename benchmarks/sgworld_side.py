@@ -7,7 +7,7 @@ from torch import nn
 
 from sgworld.experiments.regression import RegressionProblem
 from sgworld.problems import BayesianLinearRegression, from_module
-from sgworld.run import sample
+from sgworld.run import AUTO_COMPILE_NUMBERS, sample
 
 from common import THREADS
 
@@ -24,15 +24,21 @@ def problem(workload, dtype_name: str):
     return from_module(net, d["X"], d["y"], likelihood="categorical", prior_std=d["prior_std"], dtype=dtype)
 
 
-def runner(workload, dtype_name: str, chains: int, scheme: str, compile: bool = False):
-    """``run(steps)``: ``steps`` SGLD steps (scheme ``wr`` / ``iid``; ``wor`` is SGWORLD) of all chains;
-    ``compile=True`` runs them in compiled blocks (``sample(compile=True)``)."""
+def runner(workload, dtype_name: str, chains: int, scheme: str, compile: bool | None = None):
+    """``run(steps)``: ``steps`` SGLD steps (scheme ``wr`` / ``iid``; ``wor`` is SGWORLD) of all chains.
+
+    ``compile=None`` times the path ``sample()`` takes without flags in a run of at least
+    ``AUTO_COMPILE_STEPS`` steps (compiled blocks where K p <= ``AUTO_COMPILE_NUMBERS``), on calls of any
+    length; ``False`` the uncompiled steps, ``True`` compiled blocks."""
     prob = problem(workload, dtype_name)
     init = torch.as_tensor(workload.init, dtype=prob.dtype)
     method = "sgworld" if scheme == "wor" else "sgld"
+    if compile is None:
+        compile = chains * prob.dim <= AUTO_COMPILE_NUMBERS
 
     def run(steps: int):
         sample(prob, method, lr=workload.lr, batch_size=workload.b, scheme=scheme, chains=chains, num_draws=1,
                thin=steps, init=init, seed=0, progress=False, threads=THREADS, compile=compile)
 
+    run.compiled = compile
     return run
