@@ -102,21 +102,20 @@ class RegressionProblem(Problem):
         return 0.5 * self.scale * r * r + 0.5 * self.prior * (w * w).sum()
 
     def batch_grad(self, w, idx=None):
-        # About 15 tensor ops for all chains (per-op dispatch dominates the step at small K), with the chains
-        # in the last (contiguous) dimension, so that the elementwise work and the sums over the batch are
-        # vectorised across chains, eager or compiled.
+        # About 15 tensor ops for all chains (per-op dispatch dominates the step at small K).
         self.check_params(w)
         if idx is None:
-            x, y = (d.unsqueeze(1) for d in self.data)                              # (N, 1)
+            x, y = (d.unsqueeze(0) for d in self.data)                              # (1, N)
         else:
-            flat = idx.T.reshape(-1)
-            x, y = (d.index_select(0, flat).view(idx.shape[1], idx.shape[0]) for d in self.data)  # (b, K)
-        wt = w.T.unsqueeze(1)                                                        # (7, 1, K)
-        t = torch.tanh(torch.addcmul(wt[2:4], wt[0:2], x))                           # tanh(w1 x + w3), tanh(w2 x + w4)
-        r = (wt[4:6] * t).sum(0).add_(wt[6] - y)                                     # f - y, (b, K)
-        a = torch.ops.aten.tanh_backward(r * wt[4:6], t)                             # r w5 (1 - t1^2), r w6 (1 - t2^2)
-        g = torch.cat([(a * x).sum(1), a.sum(1), (t * r).sum(1), r.sum(0, keepdim=True)]).T  # (K, 7)
-        return g.mul(self.scale / x.shape[0]).add_(w, alpha=self.prior).contiguous()
+            flat = idx.reshape(-1)
+            x, y = (d.index_select(0, flat).view(idx.shape) for d in self.data)      # (K, b)
+        wc = w.unsqueeze(2)                                                          # (K, 7, 1)
+        xb = x.unsqueeze(1)                                                          # (K, 1, b)
+        t = torch.tanh(torch.addcmul(wc[:, 2:4], wc[:, 0:2], xb))                    # tanh(w1 x + w3), tanh(w2 x + w4)
+        r = (wc[:, 4:6] * t).sum(1, keepdim=True).add_((wc[:, 6] - y).unsqueeze(1))  # f - y, (K, 1, b)
+        a = torch.ops.aten.tanh_backward(r * wc[:, 4:6], t)                          # r w5 (1 - t1^2), r w6 (1 - t2^2)
+        g = torch.cat([(a * xb).sum(2), a.sum(2), (t * r).sum(2), r.sum(2)], 1)
+        return g.mul_(self.scale / x.shape[1]).add_(w, alpha=self.prior)
 
 
 @dataclass(frozen=True)
