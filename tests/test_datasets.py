@@ -124,3 +124,25 @@ def test_bad_paths(tmp_path):
     (tmp_path / "c.npz").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="c.npz: cannot be read"):
         datasets.load_mnist(tmp_path / "c.npz")
+
+
+def test_shifted_copies_translate_the_training_images():
+    digits = datasets.load_digits()
+    assert datasets.shifted_copies(digits, 0) is digits
+    more = datasets.shifted_copies(digits, 1)
+    n = len(digits.y_train)
+    assert more.x_train.shape == (9 * n, 8, 8) and np.array_equal(more.y_train, np.tile(digits.y_train, 9))
+    assert np.array_equal(more.x_train[:n], digits.x_train)          # the originals first
+    assert more.x_test is digits.x_test and more.y_test is digits.y_test
+    image = np.arange(64.0).reshape(1, 8, 8)
+    one = datasets.ImageData(image, np.array([3]), image, np.array([3]), 10, "grid")
+    copies = datasets.shifted_copies(one, 1).x_train
+    up_left = copies[1]                                               # (dy, dx) = (-1, -1): moved up and left
+    assert np.array_equal(up_left[:7, :7], image[0, 1:, 1:]) and not up_left[7].any() and not up_left[:, 7].any()
+    down_right = copies[8]                                            # (1, 1)
+    assert np.array_equal(down_right[1:, 1:], image[0, :7, :7]) and not down_right[0].any()
+    with pytest.raises(ValueError, match="shift must be an integer >= 0"):
+        datasets.shifted_copies(digits, -1)
+    flat = datasets.ImageData(image.reshape(1, 64), np.array([3]), image.reshape(1, 64), np.array([3]), 10, "flat")
+    with pytest.raises(ValueError, match="need 2-d images larger than the shift"):
+        datasets.shifted_copies(flat, 1)

@@ -121,3 +121,12 @@ def test_bad_settings_are_named(tmp_path):
     config = resolve_config(digits.Config, digits.QUICK, {"data": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="does not exist"):
         digits.run(config, tmp_path)
+
+
+def test_train_shifts_enlarge_the_training_set_only():
+    plain = digits.make_features(load_digits(), 6, 70)
+    shifted = digits.make_features(load_digits(), 6, 70, train_shifts=1)
+    assert shifted.x_train.shape == (9 * 1400, 7) and plain.x_train.shape == (1400, 7)
+    assert shifted.x_test.shape == plain.x_test.shape and "shifts up to 1 px" in shifted.source
+    with pytest.raises(ValueError, match="train_shifts"):
+        digits.build_problem(digits.Config(train_shifts=-1))

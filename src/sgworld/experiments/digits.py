@@ -19,7 +19,8 @@ undefined); the reference class fixes that gauge. ``U_i(w) = -N log p(y_i | x_i,
 * ``mlp``: ``p(c | x, w) = softmax([0, f(x; w)])_c`` with ``f`` a tanh network of widths
   ``(d, *hidden, C - 1)`` (:class:`sgworld.problems.mlp.ReferenceClassMLP`; d = 16, hidden = 8:
   p = 217). The dense theory needs D, hence S, of full rank: S averages N per-sample gradients, so its
-  rank is at most N - 1 and p must stay below N (1,400 for the packaged digits; MNIST allows far more),
+  rank is at most N - 1 and p must stay below N (1,400 for the packaged digits; ``train_shifts = 1`` joins
+  their copies shifted by one pixel in each direction, 9 x 1,400 = 12,600 images; MNIST allows far more),
   and D_WOR is estimated from ``wor_epochs`` permutations, which must exceed p. ``w*`` by L-BFGS
   (gradients only) from a seeded random start, then Newton's method on the dense Hessian where
   p <= ``dense_max_p``. Above ``dense_max_p`` (e.g. ``pca_dim = 32, hidden = 512``: p = 21,513) the
@@ -52,7 +53,7 @@ import torch
 from .. import comparison, nonequilibrium as neq, predictive
 from .._checks import check_choice, check_class_labels, check_int_range
 from ..checks import Check
-from ..datasets import ImageData, load_images
+from ..datasets import ImageData, load_images, shifted_copies
 from ..plots import NONEQUILIBRIUM_FIGURES, nonequilibrium_figures
 from ..problems import Problem
 from ..problems.mlp import ReferenceClassMLP
@@ -76,6 +77,8 @@ class Config:
     model: str = "softmax"         # classifier [softmax or mlp]
     hidden: tuple[int, ...] = (8,)  # mlp: widths of the tanh hidden layers (d = 16, 8: p = 217; the dense
                                    # theory needs p < N, since S has rank <= N - 1) [each >= 1]
+    train_shifts: int = 0          # training images also shifted by up to this many pixels ((2s + 1)^2 copies:
+                                   # 1 gives 12,600 digits, for p in the thousands) [>= 0]
     prior_std: float = 1.0         # Gaussian prior on every weight [> 0]
     batch_size: int = 70           # b (digits: N = 1400, M = 20 steps per epoch) [1 <= b <= N/2]
     # part (a): SGD out of equilibrium
@@ -147,13 +150,17 @@ class Features:
     source: str
 
 
-def make_features(data: ImageData, pca_dim: int, batch_size: int, n_train: int | None = None) -> Features:
-    """Centre, project on the top ``pca_dim`` principal components of the training set, whiten, add a bias."""
-    x_tr, y_tr = data.x_train.reshape(len(data.x_train), -1), data.y_train
+def make_features(data: ImageData, pca_dim: int, batch_size: int, n_train: int | None = None,
+                  train_shifts: int = 0) -> Features:
+    """Centre, project on the top ``pca_dim`` principal components of the training set, whiten, add a bias;
+    the first ``n_train`` training images, with their shifted copies (:func:`sgworld.datasets.shifted_copies`)."""
     if n_train is not None:
         if n_train < 1:
             raise ValueError(f"n_train must be >= 1, got {n_train}")
-        x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
+        data = ImageData(data.x_train[:n_train], data.y_train[:n_train], data.x_test, data.y_test,
+                         data.num_classes, data.source)
+    data = shifted_copies(data, train_shifts)
+    x_tr, y_tr = data.x_train.reshape(len(data.x_train), -1), data.y_train
     keep = (len(x_tr) // batch_size) * batch_size
     if keep < 2 * batch_size:
         raise ValueError(f"batch_size = {batch_size} needs at least 2 batches of training images, got {len(x_tr)}")
@@ -239,7 +246,8 @@ class SoftmaxRegression(Problem):
 def build_problem(config: Config) -> tuple[Problem, Features]:
     """The model of ``config.model`` on the digits' features."""
     check_choice("model", config.model, MODELS)
-    feats = make_features(load_images(config.data), config.pca_dim, config.batch_size, config.n_train)
+    feats = make_features(load_images(config.data), config.pca_dim, config.batch_size, config.n_train,
+                          check_int_range("train_shifts", config.train_shifts, 0))
     if config.model == "softmax":
         return SoftmaxRegression(feats.x_train, feats.y_train, feats.num_classes, config.prior_std), feats
     # the MLP's first layer has its own biases: the features' constant column would duplicate them
@@ -279,8 +287,8 @@ def check_model_size(config: Config, n: int, p: int) -> None:
         return
     if p >= n:
         raise ValueError(f"p = {p} parameters >= N = {n} training images: the gradient noise S has rank <= N - 1 "
-                         "and D is singular on the dense path; use a smaller model (hidden, pca_dim), more data, or "
-                         f"the top-k path (dense_max_p < {p})")
+                         "and D is singular on the dense path; use a smaller model (hidden, pca_dim), more data "
+                         f"(train_shifts, or MNIST via data), or the top-k path (dense_max_p < {p})")
     if config.wor_epochs <= p:
         raise ValueError(f"wor_epochs = {config.wor_epochs} <= p = {p}: D_WOR, a covariance of wor_epochs epoch "
                          f"displacements, would be singular; raise wor_epochs (e.g. {4 * p}) or use a smaller model")
