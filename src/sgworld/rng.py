@@ -89,38 +89,31 @@ class ChainRandom:
 
     def normal(self, like: torch.Tensor) -> torch.Tensor:
         """Standard normal numbers shaped like ``like`` (K, ...), with its dtype and device."""
-        return self._next("normal", tuple(like.shape[1:]), like.dtype, like.device, like.shape[0])
+        return self._take("normal", tuple(like.shape[1:]), like.dtype, like.device, like.shape[0], 1)[0]
 
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """(K,) uniform numbers in [0, 1), with ``like``'s dtype and device."""
-        return self._next("uniform", (), like.dtype, like.device, like.shape[0])
+        return self._take("uniform", (), like.dtype, like.device, like.shape[0], 1)[0]
 
     def normal_steps(self, like: torch.Tensor, steps: int) -> torch.Tensor:
         """``steps`` calls of ``normal(like)`` at once, stacked: (steps, K, ...), the same numbers."""
-        if like.shape[0] != self.chains:
-            raise ValueError(f"asked for random numbers for {like.shape[0]} chains; these streams serve {self.chains}")
-        key = ("normal", tuple(like.shape[1:]), like.dtype)
+        return self._take("normal", tuple(like.shape[1:]), like.dtype, like.device, like.shape[0], steps)
+
+    def _take(self, kind: str, tail: tuple, dtype, device, rows: int, steps: int) -> torch.Tensor:
+        """The next ``steps`` rows of the current blocks of this kind, shape and dtype (new blocks as needed)."""
+        if rows != self.chains:
+            raise ValueError(f"asked for random numbers for {rows} chains; these streams serve {self.chains}")
+        key = (kind, tail, dtype)
         parts = []
         while steps > 0:
             entry = self._buffers.get(key)
             if entry is None or entry[1] == entry[0].shape[0]:
-                entry = self._buffers[key] = [self._draw_block(*key), 0]
+                entry = self._buffers[key] = [self._draw_block(kind, tail, dtype), 0]
             take = min(steps, entry[0].shape[0] - entry[1])
             parts.append(entry[0][entry[1]:entry[1] + take])
             entry[1] += take
             steps -= take
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return out if out.device == like.device else out.to(like.device)
-
-    def _next(self, kind: str, tail: tuple, dtype, device, rows: int) -> torch.Tensor:
-        if rows != self.chains:
-            raise ValueError(f"asked for random numbers for {rows} chains; these streams serve {self.chains}")
-        key = (kind, tail, dtype)
-        entry = self._buffers.get(key)
-        if entry is None or entry[1] == entry[0].shape[0]:
-            entry = self._buffers[key] = [self._draw_block(kind, tail, dtype), 0]
-        out = entry[0][entry[1]]
-        entry[1] += 1
         return out if out.device == torch.device(device) else out.to(device)
 
     def _draw_block(self, kind: str, tail: tuple, dtype) -> torch.Tensor:
