@@ -1,8 +1,9 @@
 """The documentation runs as written: every fenced ``python`` block and every ``bash`` / ``sh`` command in
 README.md and docs/*.md.
 
-- Python: the blocks of one file run in order in one shared namespace, in a fresh temporary directory
-  (one test per file, so a later block may use what an earlier one defined, as a reader would).
+- Python: the blocks of one file run in order in one shared namespace, in a fresh interpreter and a fresh
+  temporary directory (one test per file, so a later block may use what an earlier one defined, as a
+  reader would).
 - Shell: each command line runs with ``bash`` in one temporary directory per file (so ``sgworld report
   runs/d`` finds what ``sgworld run ... --out runs/d`` wrote), with the virtual environment's ``sgworld``
   first on PATH; it must exit with 0, and ``sgworld run`` must leave a report.html.
@@ -16,6 +17,7 @@ deterministic in its settings. Selected with ``-m docs`` or by this file; part o
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -99,17 +101,33 @@ def test_the_harness_finds_the_documented_examples():
     assert block.lang == "bash" and "make demo" in block.text
 
 
+# The blocks of one file run in a fresh interpreter, as a reader runs them (state such as an initialised
+# process group stays out of the test process), and a block that hangs fails the test after the timeout.
+BLOCK_RUNNER = """
+import json, sys
+namespace = {"__name__": "__docs__"}
+for where, text in json.load(sys.stdin):
+    try:
+        exec(compile(text, where, "exec"), namespace)
+    except BaseException as error:
+        print(f"the python block at {where} fails: {type(error).__name__}: {error}", file=sys.stderr)
+        raise
+"""
+PYTHON_TIMEOUT_S = 600
+
+
 @pytest.mark.parametrize("path", list(PYTHON), ids=[name(p) for p in PYTHON])
-def test_python_blocks_run(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__docs__"}
-    for block in PYTHON[path]:
-        code = compile(block.text, f"{name(path)}:{block.line}", "exec")
-        try:
-            exec(code, namespace)
-        except Exception as error:  # report which block, then the error itself
-            raise AssertionError(f"the python block at {name(path)}:{block.line} fails: "
-                                 f"{type(error).__name__}: {error}") from error
+def test_python_blocks_run(path, tmp_path):
+    blocks = json.dumps([(f"{name(path)}:{block.line}", block.text) for block in PYTHON[path]])
+    env = {**os.environ}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        result = subprocess.run([sys.executable, "-c", BLOCK_RUNNER], input=blocks, cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=PYTHON_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the python blocks of {name(path)} did not finish in {PYTHON_TIMEOUT_S} s; "
+                             f"last output:\n{(exc.stdout or '')[-2000:]}\n{(exc.stderr or '')[-2000:]}") from None
+    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
 # -- shell --------------------------------------------------------------------------------------------
