@@ -7,7 +7,11 @@ from conftest import shifted_seed
 from sgworld.batching import _floyd, _rejection, distinct_indices
 
 
-@pytest.mark.parametrize("draw", [_floyd, _rejection])
+def _floyd_rows(rows, n, b, generator):
+    return _floyd(torch.rand(rows, b, generator=generator, dtype=torch.float64), n)
+
+
+@pytest.mark.parametrize("draw", [_floyd_rows, _rejection])
 def test_subsets_are_uniform(draw):
     # each of the C(6,3) = 20 subsets has probability 1/20. Chi-square on 200k draws with 19 dof;
     # threshold 70 has false-failure rate ~1e-7.

@@ -26,13 +26,30 @@ def test_a_group_draws_the_same_alone_or_beside_others():
         torch.testing.assert_close(u[CHAIN_GROUP:], v, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("scheme", ["wr", "iid", "wor", "shuffle_once"])
-def test_index_streams_per_group(scheme):
-    k = 2 * CHAIN_GROUP
-    both = IndexStream(scheme, 50, 5, k, ChainRandom.from_seed(3, 0, k))
-    second = IndexStream(scheme, 50, 5, CHAIN_GROUP, ChainRandom.from_seed(3, 0, k, groups=range(1, 2)))
-    for _ in range(60):
-        assert torch.equal(next(both)[CHAIN_GROUP:], next(second))
+@pytest.mark.parametrize("scheme,n,b,groups", [("wr", 50, 5, 2), ("iid", 50, 5, 2), ("wor", 50, 5, 2),
+                                               ("shuffle_once", 50, 5, 2),
+                                               # blocks cut shorter beside many groups (Floyd, iid) ...
+                                               ("wr", 50, 5, 40), ("iid", 50, 5, 40),
+                                               # ... and rejection (b > 16), whose blocks never depend on K
+                                               ("wr", 500, 20, 40)])
+def test_index_streams_per_group(scheme, n, b, groups):
+    k = groups * CHAIN_GROUP
+    both = IndexStream(scheme, n, b, k, ChainRandom.from_seed(3, 0, k))
+    second = IndexStream(scheme, n, b, CHAIN_GROUP, ChainRandom.from_seed(3, 0, k, groups=range(1, 2)))
+    for _ in range(300):
+        assert torch.equal(next(both)[CHAIN_GROUP:2 * CHAIN_GROUP], next(second))
+
+
+@pytest.mark.parametrize("scheme,drop_last", [("wr", True), ("iid", True), ("wor", True), ("wor", False)])
+@pytest.mark.parametrize("stop", [10, 11, 23])  # with drop_last=False: before the short batch, after it, mid-epoch
+def test_index_stream_state_round_trip_mid_block(scheme, drop_last, stop):
+    a = IndexStream(scheme, 53, 5, 70, ChainRandom.from_seed(6, 0, 70), drop_last=drop_last)
+    for _ in range(stop):
+        next(a)
+    b = IndexStream(scheme, 53, 5, 70, ChainRandom.from_seed(6, 0, 70), drop_last=drop_last)
+    b.load_state_dict(a.state_dict())
+    for _ in range(100):
+        assert torch.equal(next(a), next(b))
 
 
 def test_sample_draws_do_not_depend_on_the_number_of_chains_beside_a_group():
