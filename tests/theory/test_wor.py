@@ -133,6 +133,32 @@ def test_effective_loss_against_closed_form():
     np.testing.assert_allclose(eff.w_eff, w_star, atol=1e-12)
 
 
+def test_effective_minimum_by_conjugate_gradients_equals_the_dense_newton(monkeypatch):
+    """Above ``DENSE_EFFECTIVE_HESSIAN_MAX_P`` parameters Newton's steps on L_eff come from preconditioned
+    conjugate gradients on Hessian-vector products: on a nonlinear network (where L_eff's Hessian differs
+    from L's) both reach the same minimiser, to 1e-9 of its O(lr) shift from w*."""
+    from torch import nn
+
+    from sgworld import from_module
+    from sgworld.theory import find_minimum
+    from sgworld.theory import wor as wor_module
+
+    rng = np.random.default_rng(shifted_seed(4))
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.3).astype(np.int64)
+    torch.manual_seed(shifted_seed(4))
+    problem = from_module(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), X, y,
+                          likelihood="categorical", prior_std=1.0, dtype=torch.float64)
+    w_star, _ = find_minimum(problem)
+    dense = minimize_effective_loss(problem, 2e-3, 6, w_star)
+    monkeypatch.setattr(wor_module, "DENSE_EFFECTIVE_HESSIAN_MAX_P", 0)
+    krylov = minimize_effective_loss(problem, 2e-3, 6, w_star)
+    shift = np.linalg.norm(dense.shift)
+    assert shift > 1e-6
+    assert np.linalg.norm(krylov.w_eff - dense.w_eff) <= 1e-9 * shift
+    assert krylov.newton.regularised_steps == 0 and krylov.newton.iterations <= 4
+
+
 def test_sigma_wor_scales_and_validity():
     H = np.diag([1.0, 4.0])
     D = np.array([[1.0, 0.3], [0.3, 2.0]]) * 1e-12

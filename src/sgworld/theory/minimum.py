@@ -94,14 +94,26 @@ def _newton_direction(g: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, b
     return -(V @ ((V.T @ g) / lam)), regularised
 
 
-def _newton(value_fn: Callable, grad_fn: Callable, hess_fn: Callable, w0: torch.Tensor, *, tol: float,
+def _dense_direction(hess_fn: Callable) -> Callable:
+    """The Newton direction from the dense Hessian ``hess_fn(w)`` (:func:`_newton_direction`), for :func:`_newton`."""
+    def direction(w: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        H = hess_fn(w)
+        if not torch.isfinite(H).all():
+            raise FloatingPointError("the Hessian is not finite")
+        return _newton_direction(g, H)
+    return direction
+
+
+def _newton(value_fn: Callable, grad_fn: Callable, direction_fn: Callable, w0: torch.Tensor, *, tol: float,
             max_iter: int, what: str) -> NewtonResult:
     """Newton's method with a backtracking (Armijo) line search on ``value_fn``.
 
-    Converged when the max-norm of the Newton step is ``<= tol * (1 + |w|_max)`` at a positive
-    definite Hessian. Near the minimum the predicted decrease ``|g.p|/2`` falls below what the
-    objective's round-off can resolve; the full step is then taken without a line search (the
-    quadratic-convergence region).
+    ``direction_fn(w, g)`` gives the step ``p`` (``-H^{-1} g``) and whether it was regularised (the
+    Hessian not positive definite, a damped descent step instead): :func:`_dense_direction`, or
+    a Krylov solve with Hessian-vector products for many parameters. Converged when the max-norm of
+    the Newton step is ``<= tol * (1 + |w|_max)`` and the step was not regularised. Near the minimum
+    the predicted decrease ``|g.p|/2`` falls below what the objective's round-off can resolve; the
+    full step is then taken without a line search (the quadratic-convergence region).
     """
     tol = check_positive("tol", tol)
     max_iter = check_int_range("max_iter", max_iter, 1)
@@ -109,11 +121,14 @@ def _newton(value_fn: Callable, grad_fn: Callable, hess_fn: Callable, w0: torch.
     regularised_steps = 0
     step_norm = math.inf
     for it in range(max_iter + 1):
-        g, H = grad_fn(w), hess_fn(w)
-        if not (torch.isfinite(g).all() and torch.isfinite(H).all()):
-            raise ValueError(f"{what}: the gradient or Hessian is not finite at iteration {it}; start closer "
-                             "to a minimum (e.g. after a short SGD run)")
-        p, regularised = _newton_direction(g, H)
+        g = grad_fn(w)
+        try:
+            if not torch.isfinite(g).all():
+                raise FloatingPointError("the gradient is not finite")
+            p, regularised = direction_fn(w, g)
+        except FloatingPointError as exc:
+            raise ValueError(f"{what}: {exc} at iteration {it}; start closer to a minimum (e.g. after a short "
+                             "SGD run)") from None
         step_norm = float(p.abs().max())
         if not regularised and step_norm <= tol * (1.0 + float(w.abs().max())):
             w = w + p
@@ -176,7 +191,8 @@ def find_minimum(problem: Problem, w0=None, *, tol: float = 1e-12,
     """
     w = check_point(problem, problem.initial_params() if w0 is None else w0, "w0")
     with torch.no_grad():
-        result = _newton(lambda x: _loss(problem, x), lambda x: _grad(problem, x), problem.hessian, w,
+        result = _newton(lambda x: _loss(problem, x), lambda x: _grad(problem, x),
+                         _dense_direction(problem.hessian), w,
                          tol=tol, max_iter=max_iter, what="find_minimum")
     return result.w, result
 

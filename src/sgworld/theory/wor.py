@@ -28,16 +28,19 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.linalg import cho_factor, cho_solve
+from scipy.sparse.linalg import LinearOperator, cg
 from torch.func import grad as func_grad
 from torch.func import jacrev
 from torch.func import jvp
+from torch.func import vjp
 
 from .._checks import as_float64, check_gradient_noise, check_int_range, check_minimum, check_point, check_positive
 from ..batching import IndexStream, noise_factor
 from ..errors import StepSizeError, TheoryRangeWarning
 from ..problems import Problem
 from ..samplers import sgd
-from .minimum import NewtonResult, _grad, _loss, _newton, _numpy, _sample_grads, gradient_covariance
+from .minimum import NewtonResult, _dense_direction, _grad, _loss, _newton, _numpy, _sample_grads, gradient_covariance
 from .stationary import StationaryState, solve_lyapunov, stationary_state
 
 __all__ = [
@@ -57,6 +60,8 @@ __all__ = [
 
 _EPOCH_CHUNK = 8192      # independent epochs simulated at once (bounds memory: chunk * M * b indices)
 _HESSIAN_COLUMNS = 8      # Hessian columns of L_eff per reverse pass (bounds memory: chunk * N * p)
+# Above this many parameters L_eff is minimised with Hessian-vector products, not its dense Hessian.
+DENSE_EFFECTIVE_HESSIAN_MAX_P = 64
 
 
 def _eigh(M: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,21 +138,59 @@ def minimize_effective_loss(problem: Problem, lr: float, batch_size: int, w_star
     stationary mean, so either is the theory's prediction (``w_eff`` is the one :func:`wor_theory`
     uses). Against the exact WOR mean of a quadratic problem both err by about 0.1 lr M h_max
     relative to the shift ``w_eff - w*`` (tests/theory/test_wor.py).
+
+    Newton's method on ``L_eff``: up to ``DENSE_EFFECTIVE_HESSIAN_MAX_P`` parameters with its dense
+    Hessian (p reverse passes per step), above that with conjugate gradients on Hessian-vector
+    products, preconditioned by L's Hessian at w* (``L_eff = L + O(lr)``, so a few products per step).
     """
     w_star_t = check_point(problem, w_star, "w_star")
     l_eff = effective_loss(problem, lr, batch_size)
     grad_eff = func_grad(l_eff)
-    # The Hessian as the Jacobian of the gradient, a few columns at a time: memory O(chunk * N * p), not
-    # the O(p * N * p) of forward-over-reverse with all p tangents at once.
-    hess_eff = jacrev(grad_eff, chunk_size=_HESSIAN_COLUMNS)
     H = problem.hessian(w_star_t)
     check_minimum(_numpy(H), "w_star")
     first = w_star_t - torch.linalg.solve(H, grad_eff(w_star_t).detach())
-    result = _newton(lambda x: l_eff(x).detach(), lambda x: grad_eff(x).detach(), lambda x: hess_eff(x).detach(),
+    if problem.dim <= DENSE_EFFECTIVE_HESSIAN_MAX_P:
+        # The Hessian as the Jacobian of the gradient, a few columns at a time: memory O(chunk * N * p), not
+        # the O(p * N * p) of forward-over-reverse with all p tangents at once.
+        hess_eff = jacrev(grad_eff, chunk_size=_HESSIAN_COLUMNS)
+        direction = _dense_direction(lambda x: hess_eff(x).detach())
+    else:
+        direction = _preconditioned_cg_direction(grad_eff, H)
+    result = _newton(lambda x: l_eff(x).detach(), lambda x: grad_eff(x).detach(), direction,
                      w_star_t, tol=tol, max_iter=max_iter, what="minimize_effective_loss")
     first = _numpy(first)
     return EffectiveMinimum(w_eff=result.w, w_first_order=first, shift=result.w - _numpy(w_star_t),
                             difference=float(np.max(np.abs(result.w - first))), newton=result)
+
+
+def _preconditioned_cg_direction(grad_fn: Callable, H0: torch.Tensor, rtol: float = 1e-10) -> Callable:
+    """``-H^{-1} g`` for :func:`sgworld.theory.minimum._newton` by conjugate gradients (scipy) on the
+    Hessian-vector products of ``grad_fn`` (reverse over reverse, ``torch.func.vjp``; the Hessian is
+    symmetric), preconditioned by the Cholesky factor of ``H0``. A solve that does not converge, or meets
+    negative curvature, returns the preconditioned gradient step ``-H0^{-1} g`` as a regularised step."""
+    factor = cho_factor(_numpy(H0))
+    p = H0.shape[0]
+
+    def direction(w: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        _, hvp = vjp(grad_fn, w)
+        curvature = []
+
+        def matvec(v):
+            v = np.ravel(v)
+            hv = _numpy(hvp(torch.as_tensor(v, dtype=w.dtype, device=w.device))[0])
+            if v @ v > 0:
+                curvature.append(float(v @ hv) / float(v @ v))
+            return hv
+
+        op = LinearOperator((p, p), matvec=matvec, dtype=np.float64)
+        precondition = LinearOperator((p, p), matvec=lambda v: cho_solve(factor, v), dtype=np.float64)
+        rhs = -_numpy(g)
+        x, info = cg(op, rhs, M=precondition, rtol=rtol, atol=0.0, maxiter=max(50, p // 10))
+        if info != 0 or min(curvature, default=1.0) <= 0 or not np.isfinite(x).all():
+            return torch.as_tensor(cho_solve(factor, rhs), dtype=w.dtype, device=w.device), True
+        return torch.as_tensor(x, dtype=w.dtype, device=w.device), False
+
+    return direction
 
 
 # --------------------------------------------------------------------------- WOR epoch diffusion
