@@ -309,19 +309,19 @@ def relaxation_corrected_moments(snapshots: np.ndarray, times: np.ndarray, H: np
     late = late[times[late] > 0]
     phi = np.exp(np.outer(times[late], log_decay_per_unit))      # (L, p)
     phi2 = phi[:, :, None] * phi[:, None, :]
-    means, covs, plain = [], [], []
+    means, covs, eig_covs, plain = [], [], [], []
     for g in groups:
         zg = z[g]
         m = zg.mean(0)                                           # (J + 1, p)
         dz = zg - m
-        C = np.einsum("ktp,ktq->tpq", dz, dz) / (zg.shape[0] - 1)
+        C = dz.transpose(1, 2, 0) @ dz.transpose(1, 0, 2) / (zg.shape[0] - 1)   # (J + 1, p, p), by BLAS
         m_hat = ((m[late] - phi * m[0]) / (1 - phi)).mean(0)
         C_hat = ((C[late] - phi2 * C[0]) / (1 - phi2)).mean(0)
         means.append(ref + V @ m_hat)
         covs.append(V @ C_hat @ V.T)
+        eig_covs.append(np.diagonal(C_hat))                     # variances along the eigenvectors of H
         plain.append(np.diagonal(C[late], axis1=1, axis2=2).mean(0))
-    means, covs = np.array(means), np.array(covs)
-    eig_covs = np.einsum("pi,gpq,qi->gi", V, covs, V)
+    means, covs, eig_covs = np.array(means), np.array(covs), np.array(eig_covs)
     mean, mean_se = group_mean(means)
     cov, cov_se = group_mean(covs)
     eig_var, eig_var_se = group_mean(eig_covs)
@@ -512,7 +512,7 @@ def _z(estimate, reference, se):
 
 def _eig(S: np.ndarray, V: np.ndarray) -> np.ndarray:
     """Variances of ``S`` along the columns of ``V``."""
-    return np.einsum("pi,pq,qi->i", V, S, V)
+    return np.einsum("pi,pi->i", V, S @ V)
 
 
 def _circulation(state, areal_groups: np.ndarray) -> tuple[dict, dict]:

@@ -102,7 +102,7 @@ def empirical_covariance(path, mean=None) -> Estimate:
     """
     w = as_path(path, min_steps=1)
     dw = w - (w.mean(axis=(0, 1)) if mean is None else as_float64(mean, "mean"))
-    per_chain = np.einsum("cni,cnj->cij", dw, dw) / w.shape[1]
+    per_chain = np.swapaxes(dw, 1, 2) @ dw / w.shape[1]          # (chains, p, p), by BLAS
     return _per_chain(per_chain)
 
 
@@ -120,7 +120,7 @@ def areal_velocity(path, mean=None) -> Estimate:
     """
     w = as_path(path)
     dw = w - (w.mean(axis=(0, 1)) if mean is None else as_float64(mean, "mean"))
-    lagged = np.einsum("cni,cnj->cij", dw[:, :-1], dw[:, 1:]) / (w.shape[1] - 1)
+    lagged = np.swapaxes(dw[:, :-1], 1, 2) @ dw[:, 1:] / (w.shape[1] - 1)
     return _per_chain(0.5 * (lagged - np.swapaxes(lagged, 1, 2)))
 
 
