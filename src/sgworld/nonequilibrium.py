@@ -75,7 +75,7 @@ from ._checks import check_int_range
 from .checks import Check
 from .problems import Problem
 from .run import sample
-from .theory import find_minimum, topk_theory, wor_sigma_standard_error, wor_theory, wr_theory
+from .theory import find_minimum, topk_theory, wor_eigen_variance_standard_error, wor_theory, wr_theory
 from .thermo import EntropyProductionStream, areal_velocity, entropy_production_steps, fit_linear_drift
 
 __all__ = [
@@ -656,8 +656,8 @@ class NonequilibriumResult:
         wor, w_star, lr, m = self.wor_theory, self.minimum.w, self.settings.lr, self.steps_per_epoch
         ed = wor.diffusion
         _, V_eff = np.linalg.eigh(wor.state.H)
-        eig_se = np.diag(wor_sigma_standard_error(wor.state.H, ed.second_order_displacements, lr, m, basis=V_eff))
-        eig_se_discrete = np.diag(wor_sigma_standard_error(wor.state.H, ed.displacements, lr, m, basis=V_eff))
+        eig_se = wor_eigen_variance_standard_error(wor.state.H, ed.second_order_displacements, lr, m)
+        eig_se_discrete = wor_eigen_variance_standard_error(wor.state.H, ed.displacements, lr, m)
         circ, _ = _circulation(wor.state, sim.areal_groups)
         out = {
             "w_eff_theory": wor.state.mean,

@@ -20,7 +20,9 @@ from sgworld.theory.wor import (
     minimize_effective_loss,
     sigma_wor,
     wor_diffusion_leading,
+    wor_eigen_variance_standard_error,
     wor_epoch_diffusion,
+    wor_sigma_standard_error,
     wor_theory,
     wor_validity,
 )
@@ -157,6 +159,16 @@ def test_effective_minimum_by_conjugate_gradients_equals_the_dense_newton(monkey
     assert shift > 1e-6
     assert np.linalg.norm(krylov.w_eff - dense.w_eff) <= 1e-9 * shift
     assert krylov.newton.regularised_steps == 0 and krylov.newton.iterations <= 4
+
+
+def test_eigen_variance_standard_errors_are_the_diagonal_of_the_full_ones():
+    rng = np.random.default_rng(shifted_seed(8))
+    A = rng.normal(size=(5, 5))
+    H = A @ A.T + np.eye(5)
+    x = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5))
+    _, V = np.linalg.eigh(H)
+    full = wor_sigma_standard_error(H, x, 1e-3, 7, basis=V)
+    np.testing.assert_allclose(wor_eigen_variance_standard_error(H, x, 1e-3, 7), np.diag(full), rtol=1e-10)
 
 
 def test_sigma_wor_scales_and_validity():

@@ -27,7 +27,8 @@ from .topk import (
 )
 from .wor import (
     EffectiveMinimum, EpochDiffusion, WORTheory, effective_loss, minimize_effective_loss, sigma_wor,
-    wor_diffusion_leading, wor_epoch_diffusion, wor_sigma_standard_error, wor_theory, wor_validity,
+    wor_diffusion_leading, wor_eigen_variance_standard_error, wor_epoch_diffusion, wor_sigma_standard_error,
+    wor_theory, wor_validity,
 )
 from .wr import WRTheory, diffusion, wr_theory
 
@@ -36,7 +37,8 @@ __all__ = [
     "ula_stationary_cov",
     "find_minimum", "NewtonResult", "gradient_covariance", "diffusion", "WRTheory", "wr_theory",
     "effective_loss", "minimize_effective_loss", "EffectiveMinimum", "wor_epoch_diffusion", "EpochDiffusion",
-    "wor_diffusion_leading", "sigma_wor", "wor_sigma_standard_error", "wor_validity", "WORTheory", "wor_theory",
+    "wor_diffusion_leading", "sigma_wor", "wor_sigma_standard_error", "wor_eigen_variance_standard_error",
+    "wor_validity", "WORTheory", "wor_theory",
     "StationaryState", "stationary_state", "solve_lyapunov", "circulation", "velocity",
     "entropy_production_rate", "commutator_ratio",
     "TopKTheory", "topk_theory", "hessian_operator", "covariance_operator", "subspace_gradient_covariance",

@@ -52,6 +52,7 @@ __all__ = [
     "wor_diffusion_leading",
     "sigma_wor",
     "wor_sigma_standard_error",
+    "wor_eigen_variance_standard_error",
     "wor_validity",
     "WOR_VALIDITY",
     "WORTheory",
@@ -448,6 +449,20 @@ def wor_sigma_standard_error(H, displacements, lr: float, steps_per_epoch: int, 
         deviation = B.T @ (zc[:, :, None] * zc[:, None, :] * weight) @ B - mean
         squares += (deviation * deviation).sum(0)
     return np.sqrt(squares / (n - 1)) / math.sqrt(n)
+
+
+def wor_eigen_variance_standard_error(H, displacements, lr: float, steps_per_epoch: int) -> np.ndarray:
+    """Standard errors of the diagonal of :func:`wor_sigma_standard_error`'s ``basis^T Sigma basis`` for the
+    eigenvectors of H as the basis (ascending eigenvalues): the variances of ``Sigma`` along them.
+
+    Per epoch those are ``z_k^2 / (2 lr M h_k)``, so this costs O(epochs p) where the full matrix costs
+    O(epochs p^3).
+    """
+    lam, V = _eigh(as_float64(H, "H"))
+    x = as_float64(displacements, "displacements")
+    z = (x - x.mean(0)) @ V
+    per_epoch = z * z / (2.0 * lr * steps_per_epoch * lam)
+    return per_epoch.std(0, ddof=1) / math.sqrt(x.shape[0])
 
 
 def wor_validity(H, lr: float, steps_per_epoch: int) -> float:
