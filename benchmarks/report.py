@@ -23,7 +23,7 @@ and sgworld's compile times are listed separately. Unit: chain-steps per second 
 wall time), higher is better. Ratios are sgworld / peer. Load averages (1, 5, 15 min) are from
 `/proc/loadavg` next to each row.
 
-**Load control.** The benchmark ran alone on the machine: no other job was started while it ran, and
+**Load control.** No other job was started while the benchmark ran{load_note}, and
 the load averages when the first workload started were {first_load} (1, 5, 15 min). Inside a row the benchmark process
 itself keeps one core busy (load about 1); the per-row load averages show what else ran.
 
@@ -146,6 +146,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--total-s", default="?")
+    ap.add_argument("--load-note", default="", help="what else ran, as a clause after 'No other job was started while the benchmark ran'")
     args = ap.parse_args()
     records = load(args.quick)
     try:
@@ -159,7 +160,8 @@ def main():
     notes = "; ".join(sorted({f"{recs[0]['workload']}: {recs[0]['data']}" for recs in records.values()}))
     text = INTRO.format(quick=" --quick" if args.quick else "", total_s=args.total_s, repeats=2 if args.quick else 5,
                         machine=machine, threads=common.THREADS, bj_version=bj_version, post_version=post_version,
-                        data_notes=notes, first_load=next(iter(records.values()))[0].get("load_before", "?"))
+                        data_notes=notes, first_load=next(iter(records.values()))[0].get("load_before", "?"),
+                        load_note=f", {args.load_note}" if args.load_note else "")
     results, phys = tables(records)
     text += "\n## Results\n\nBlackJAX's `wr` column names the faster of its two distinct-index draws.\n\n" + results
     text += "\n" + PHYSICS.format(table=phys)
