@@ -25,15 +25,14 @@ from workloads import WORKLOADS
 
 
 def per_step_ms(fn, target_s: float = 0.3) -> float:
+    """Median over 5 rounds of calls of ``fn`` for ``target_s`` each (calls differ: some refill a block)."""
     fn()
-    tic = time.perf_counter()
-    fn()
-    calls = max(1, int(target_s / max(time.perf_counter() - tic, 1e-6)))
     times = []
     for _ in range(5):
-        tic = time.perf_counter()
-        for _ in range(calls):
+        calls, tic = 0, time.perf_counter()
+        while time.perf_counter() - tic < target_s:
             fn()
+            calls += 1
         times.append((time.perf_counter() - tic) / calls)
     return statistics.median(times) / FUSED_STEPS * 1e3
 
