@@ -10,6 +10,11 @@ two processes running half the groups each draw the same numbers (``sgworld.dist
 Draws are made in blocks of several steps per group (one generator call per group and block, not per
 step), so many groups cost little more than one. The block length depends on the group size and the
 shape drawn only, so it too is the same however the groups are spread.
+
+Float64 normal numbers on the CPU come from numpy's ``Generator`` on the SFC64 bit generator (ziggurat
+method), one per group, seeded on first use with 63 bits drawn from the group's torch generator; torch
+draws CPU float64 normals one at a time (Box–Muller), about 2.3x slower (benchmarks/PROFILE.md). Every
+other draw, and every draw on another device, comes from the torch generator itself.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class ChainRandom:
         self.sizes = [int(s) for s in sizes]
         self.nominal_size = int(nominal_size or max(self.sizes))
         self._buffers: dict[tuple, list] = {}   # key -> [block (S, K, *tail), next row]
+        self._numpy: list[np.random.Generator | None] = [None] * len(self.generators)  # CPU float64 normals
 
     @classmethod
     def from_seed(cls, seed: int, purpose: int, chains: int, *, group_size: int = CHAIN_GROUP,
@@ -118,13 +124,25 @@ class ChainRandom:
 
     def _draw_block(self, kind: str, tail: tuple, dtype) -> torch.Tensor:
         steps = self.block_steps(math.prod(tail))
-        draw = torch.randn if kind == "normal" else torch.rand
-        parts = [draw((steps, size, *tail), generator=gen, dtype=dtype, device=gen.device)
-                 for gen, size in zip(self.generators, self.sizes)]
+        if kind == "normal" and dtype == torch.float64 and self.device.type == "cpu":
+            parts = [torch.from_numpy(self._numpy_generator(g).standard_normal((steps, size, *tail)))
+                     for g, size in enumerate(self.sizes)]
+        else:
+            draw = torch.randn if kind == "normal" else torch.rand
+            parts = [draw((steps, size, *tail), generator=gen, dtype=dtype, device=gen.device)
+                     for gen, size in zip(self.generators, self.sizes)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _numpy_generator(self, group: int) -> np.random.Generator:
+        """Group ``group``'s numpy generator for CPU float64 normals (module docstring), made on first use."""
+        if self._numpy[group] is None:
+            seed = int(torch.randint(0, (1 << 63) - 1, (), generator=self.generators[group], dtype=torch.int64))
+            self._numpy[group] = np.random.Generator(np.random.SFC64(seed))
+        return self._numpy[group]
 
     def state_dict(self) -> dict:
         return {"generators": [g.get_state() for g in self.generators], "sizes": list(self.sizes),
+                "numpy": [None if g is None else _sfc64_state(g) for g in self._numpy],
                 "buffers": {repr(k): (k[0], k[1], str(k[2]), v[0][v[1]:].cpu()) for k, v in self._buffers.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -132,11 +150,24 @@ class ChainRandom:
             raise ValueError(f"random-stream state is for chain groups {state['sizes']}, not {self.sizes}")
         for gen, s in zip(self.generators, state["generators"]):
             gen.set_state(s)
+        self._numpy = [None] * len(self.generators)
+        for g, s in enumerate(state.get("numpy", [])):   # absent in states saved before numpy normals
+            if s is not None:
+                self._numpy[g] = np.random.Generator(np.random.SFC64())
+                self._numpy[g].bit_generator.state = {"bit_generator": "SFC64", "state": {"state": s["state"]},
+                                                      "has_uint32": s["has_uint32"], "uinteger": s["uinteger"]}
         self._buffers = {}
         for kind, tail, dtype, rest in state["buffers"].values():
             if rest.shape[0]:
                 dtype = getattr(torch, dtype.replace("torch.", ""))
                 self._buffers[(kind, tuple(tail), dtype)] = [rest.to(self.device), 0]
+
+
+def _sfc64_state(generator: np.random.Generator) -> dict:
+    """An SFC64 generator's state in plain Python integers (checkpoints load with ``weights_only=True``)."""
+    state = generator.bit_generator.state
+    return {"state": [int(x) for x in state["state"]["state"]], "has_uint32": int(state["has_uint32"]),
+            "uinteger": int(state["uinteger"])}
 
 
 def normal_like(like: torch.Tensor, rng: ChainRandom | torch.Generator | None) -> torch.Tensor:
