@@ -63,6 +63,10 @@ _EPOCH_CHUNK = 8192      # independent epochs simulated at once (bounds memory: 
 _HESSIAN_COLUMNS = 8      # Hessian columns of L_eff per reverse pass (bounds memory: chunk * N * p)
 # Above this many parameters L_eff is minimised with Hessian-vector products, not its dense Hessian.
 DENSE_EFFECTIVE_HESSIAN_MAX_P = 64
+# wor_sigma_standard_error: one epoch per batch mean while epochs * p^3 stays within this many
+# multiply-adds (seconds); above it, batch means of epochs, at least MIN_SE_GROUPS of them.
+SE_FLOP_BUDGET = 2e10
+MIN_SE_GROUPS = 64
 
 
 def _eigh(M: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -425,30 +429,43 @@ def sigma_wor(H, D_wor, lr: float, steps_per_epoch: int, *, discrete: bool = Fal
     return solve_lyapunov(H, D_wor, lr, scale=steps)
 
 
-def wor_sigma_standard_error(H, displacements, lr: float, steps_per_epoch: int, basis=None) -> np.ndarray:
+def wor_sigma_standard_error(H, displacements, lr: float, steps_per_epoch: int, basis=None,
+                             groups: int | None = None) -> np.ndarray:
     """Monte Carlo standard error of :func:`sigma_wor` (continuous) from the epoch displacements behind D_WOR.
 
     ``lr M (H Sigma + Sigma H) = Cov[displacements]`` is linear in the covariance, so ``Sigma`` is an
     average over epochs of per-epoch solutions, in H's eigenbasis ``z_k z_l / (lr M (h_k + h_l))``
     with ``z`` the centred displacement; their spread gives the standard error of every entry of
     ``basis^T Sigma basis`` (default basis: the identity, i.e. the entries of Sigma).
+
+    Each solution costs two p x p products, so the spread is taken over ``groups`` batch means of
+    consecutive epochs (independent permutations, so the batch means are independent): by default one
+    epoch per group while ``epochs p^3`` stays within ``SE_FLOP_BUDGET``, else as many groups as that
+    budget allows, at least ``MIN_SE_GROUPS`` (the standard error's own relative error is then about
+    ``1 / sqrt(2 (groups - 1))``).
     """
     lam, V = _eigh(as_float64(H, "H"))
     x = as_float64(displacements, "displacements")
     z = (x - x.mean(0)) @ V
     weight = 1.0 / (lr * steps_per_epoch * (lam[:, None] + lam[None, :]))
     B = V.T if basis is None else V.T @ as_float64(basis, "basis")  # basis^T Sigma basis = B^T Sigma_eig B
-    n = x.shape[0]
+    n, p = x.shape
+    if groups is None:
+        groups = n if n * p**3 <= SE_FLOP_BUDGET else max(MIN_SE_GROUPS, int(SE_FLOP_BUDGET // p**3))
+    groups = check_int_range("groups", groups, 2, n)
     mean = B.T @ ((z.T @ z / n) * weight) @ B
-    # Spread of the per-epoch solutions, accumulated in chunks: (epochs, p, p) at once would not fit for
-    # networks of a few hundred parameters.
     squares = np.zeros_like(mean)
-    chunk = max(1, (1 << 22) // mean.size)
-    for start in range(0, n, chunk):
-        zc = z[start:start + chunk]
-        deviation = B.T @ (zc[:, :, None] * zc[:, None, :] * weight) @ B - mean
-        squares += (deviation * deviation).sum(0)
-    return np.sqrt(squares / (n - 1)) / math.sqrt(n)
+    if groups == n:  # one epoch per group, in chunks: (epochs, p, p) at once would not fit at a few hundred p
+        chunk = max(1, (1 << 22) // mean.size)
+        for start in range(0, n, chunk):
+            zc = z[start:start + chunk]
+            deviation = B.T @ (zc[:, :, None] * zc[:, None, :] * weight) @ B - mean
+            squares += (deviation * deviation).sum(0)
+    else:
+        for zg in np.array_split(z, groups):
+            deviation = B.T @ ((zg.T @ zg / zg.shape[0]) * weight) @ B - mean
+            squares += deviation * deviation
+    return np.sqrt(squares / (groups - 1)) / math.sqrt(groups)
 
 
 def wor_eigen_variance_standard_error(H, displacements, lr: float, steps_per_epoch: int) -> np.ndarray:
