@@ -7,7 +7,7 @@ from torch import nn
 
 from sgworld.experiments.regression import RegressionProblem
 from sgworld.problems import BayesianLinearRegression, from_module
-from sgworld.run import AUTO_COMPILE_NUMBERS, sample
+from sgworld.run import auto_compile, sample
 
 from common import THREADS
 
@@ -28,13 +28,13 @@ def runner(workload, dtype_name: str, chains: int, scheme: str, compile: bool | 
     """``run(steps)``: ``steps`` SGLD steps (scheme ``wr`` / ``iid``; ``wor`` is SGWORLD) of all chains.
 
     ``compile=None`` times the path ``sample()`` takes without flags in a run of at least
-    ``AUTO_COMPILE_STEPS`` steps (compiled blocks where K p <= ``AUTO_COMPILE_NUMBERS``), on calls of any
+    ``AUTO_COMPILE_STEPS`` steps (compiled blocks where ``sgworld.run.auto_compile`` says so), on calls of any
     length; ``False`` the uncompiled steps, ``True`` compiled blocks."""
     prob = problem(workload, dtype_name)
     init = torch.as_tensor(workload.init, dtype=prob.dtype)
     method = "sgworld" if scheme == "wor" else "sgld"
     if compile is None:
-        compile = chains * prob.dim <= AUTO_COMPILE_NUMBERS
+        compile = auto_compile(chains, prob.dim, prob.dtype)
 
     def run(steps: int):
         sample(prob, method, lr=workload.lr, batch_size=workload.b, scheme=scheme, chains=chains, num_draws=1,

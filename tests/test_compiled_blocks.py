@@ -120,6 +120,10 @@ def test_default_compiles_long_runs_of_small_chains(blr_problem, eager_compile, 
     assert "compiled_blocks" in sample(blr_problem, "sgld", num_draws=64, **kw).meta        # 64 steps
     assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=63, **kw).meta    # shorter
     assert "compiled_blocks" not in sample(blr_problem, "sghmc", num_draws=64, **kw).meta   # no block
+    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_CHAINS_FLOAT64", 3)                       # float64, K = 4
+    assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=64, **kw).meta
+    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_CHAINS_FLOAT64", 4)
+    assert "compiled_blocks" in sample(blr_problem, "sgld", num_draws=64, **kw).meta
     monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_NUMBERS", 7)                              # K p = 8
     assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=64, **kw).meta
 

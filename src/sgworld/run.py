@@ -42,6 +42,10 @@ FUSED_STEPS = 16                 # steps per compiled block (sample(compile=True
 # with torch's on-disk cache, up to a minute without) is amortised.
 AUTO_COMPILE_STEPS = 100_000
 AUTO_COMPILE_NUMBERS = 1 << 20
+# In float64, beyond this many chains the step is bound by its arithmetic and inductor's fused float64
+# code (transcendentals vectorised along short inner dimensions) is slower than eager ATen kernels:
+# W1 (benchmarks/) compiled at 0.83x eager for K = 1,024 and 0.82x for K = 16,384.
+AUTO_COMPILE_CHAINS_FLOAT64 = 512
 # may differ between a run and its resumption
 _RUN_KEYS_IGNORED = ("sgworld_version", "compiled_blocks", "acceptance_rate", "grad_evals_per_chain",
                      "grad_evals_per_step", "transition_names", "transition_fractions", "transition_counts",
@@ -138,7 +142,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         step one at a time). A block takes the same minibatch indices and noise, in the same order, as single
         steps do, so its trace equals ``compile=False``'s up to rounding (compiled arithmetic may round
         differently). None compiles runs of at least ``AUTO_COMPILE_STEPS`` (1e5) steps whose chains hold at
-        most ``AUTO_COMPILE_NUMBERS`` (2^20) numbers K p, where per-step overhead dominates and the compilation
+        most ``AUTO_COMPILE_NUMBERS`` (2^20) numbers K p, in float64 at most ``AUTO_COMPILE_CHAINS_FLOAT64``
+        (512) chains (:func:`auto_compile`), where per-step overhead dominates and the compilation
         is amortised: seconds with torch's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by default
         ``/tmp/torchinductor_<user>``), up to a minute for a new problem or size. Where compiling fails (no C++
         compiler), None runs the steps uncompiled with a warning and True raises.
@@ -298,7 +303,7 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
     }
     if options or kernel.settings:  # the kernel's JSON record replaces tensor-valued options
         meta["kernel_options"] = {**options, **kernel.settings}
-    fused = _compiled_blocks(compile, kernel, stream, total, chains * problem.dim)
+    fused = _compiled_blocks(compile, kernel, stream, total, chains, problem)
     if fused:
         meta["compiled_blocks"] = FUSED_STEPS
     if split is not None:
@@ -430,14 +435,20 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
     return trace
 
 
-def _compiled_blocks(compile: bool | None, kernel: Kernel, stream, total: int, numbers: int) -> bool:
+def auto_compile(chains: int, dim: int, dtype: torch.dtype) -> bool:
+    """Whether a long run (``AUTO_COMPILE_STEPS``) of ``chains`` chains of ``dim`` numbers compiles by default:
+    K p <= ``AUTO_COMPILE_NUMBERS``, and in float64 also K <= ``AUTO_COMPILE_CHAINS_FLOAT64``."""
+    return chains * dim <= AUTO_COMPILE_NUMBERS and (dtype != torch.float64 or chains <= AUTO_COMPILE_CHAINS_FLOAT64)
+
+
+def _compiled_blocks(compile: bool | None, kernel: Kernel, stream, total: int, chains: int, problem) -> bool:
     """Whether the run goes through compiled blocks: asked for (``compile=True``), or by default (None) when
-    the run is long (``AUTO_COMPILE_STEPS``) and small (``AUTO_COMPILE_NUMBERS``). Only kernels with a
+    the run is long (``AUTO_COMPILE_STEPS``) and :func:`auto_compile` says so. Only kernels with a
     ``block`` (the Langevin family at constant lr and T) and runs that draw something have them."""
     if kernel.block is None or (stream is None and kernel.temperature == 0):
         return False
     if compile is None:
-        return total >= AUTO_COMPILE_STEPS and numbers <= AUTO_COMPILE_NUMBERS
+        return total >= AUTO_COMPILE_STEPS and auto_compile(chains, problem.dim, problem.dtype)
     return bool(compile)
 
 
