@@ -87,6 +87,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Z_CHECK = 5.0  # |z| tolerance of the checks: two-sided normal tail 5.7e-7 per compared number
+RELAXED_MODE = 0.95  # relaxed_fraction from which a mode counts as relaxed (1.5 relaxation times of its variance)
 _CHUNK_BYTES = 64 << 20  # trace read back in chunks of about this size
 _IN_MEMORY_BYTES = 512 << 20  # without ``out``, larger traces stream to a temporary folder
 _SCHEMES = ("wr", "wor")
@@ -773,6 +774,23 @@ def _rate_check(name: str, value, se, theory, missing: str, tol: float = Z_CHECK
     return Check(name, value, theory, f"|z| < {tol:.3g}", abs(z) < tol, f"z = {z:+.2f} (SE {se:.2g})")
 
 
+def _relaxed_modes_check(label: str, scheme: dict, tol: float) -> Check:
+    """Sigma against theory along the eigenmodes that relaxed at least ``RELAXED_MODE`` of the way: there the
+    simulation has forgotten its start, so the comparison has power whatever the start was; "not
+    resolved" when no mode relaxed that far."""
+    name = f"{label}: Sigma along the eigenmodes relaxed >= {RELAXED_MODE:.0%}, max |z|"
+    frac = np.asarray(scheme["relaxed_fraction"], dtype=float)
+    keep = frac >= RELAXED_MODE
+    if not keep.any():
+        return Check(name, None, 0.0, f"|z| < {tol:.3g}", None,
+                     f"not resolved: no mode relaxed that far (largest relaxed fraction {frac.max():.2g}; "
+                     "more steps resolve it)")
+    sim, theory = (np.asarray(scheme[k], dtype=float)[keep] for k in ("sigma_sim_eig", "sigma_theory_eig"))
+    return _z_check(name, np.asarray(scheme["sigma_z_eig"], dtype=float)[keep],
+                    f"{keep.sum()} of {frac.size} modes, their summed variance: simulation / theory - 1 = "
+                    f"{sim.sum() / theory.sum() - 1:+.1%}", tol)
+
+
 def _relative_range(sim, theory) -> str:
     ratio = np.asarray(sim, dtype=float) / np.asarray(theory, dtype=float) - 1
     return f"simulation / theory - 1 from {ratio.min():+.1%} to {ratio.max():+.1%}"
@@ -796,6 +814,7 @@ def checks(metrics: dict) -> list[Check]:
         out += [
             _z_check("WR: Sigma diagonal vs Lyapunov theory, max |z|", wr["sigma_z_diag"],
                      _relative_range(wr["sigma_sim_diag"], wr["sigma_theory_diag"]), tol),
+            _relaxed_modes_check("WR", wr, tol),
             _z_check("WR: areal velocity A vs circulation Q, max |z|", wr["A_z_upper"],
                      f"|Q| up to {np.max(np.abs(np.asarray(wr['Q_theory'], dtype=float))):.2g}", tol),
             _rate_check("WR: entropy production per step, simulated", wr["ep_rate_sim"], wr["ep_rate_sim_se"],
@@ -825,6 +844,7 @@ def checks(metrics: dict) -> list[Check]:
                      f"shift w_eff - w*: simulation within {wor['shift_relative_error']:.1%} of theory", tol),
             _z_check("WOR: Sigma diagonal vs theory, max |z|", wor["sigma_z_diag"],
                      _relative_range(wor["sigma_sim_diag"], wor["sigma_theory_diag"]), tol),
+            _relaxed_modes_check("WOR", wor, tol),
         ]
         limit = wor.get("lr_M_hmax_max", 0.1)
         out.append(Check("WOR: lr M h_max", wor["lr_M_hmax"], None, f"< {limit:g}", wor["lr_M_hmax"] < limit,
