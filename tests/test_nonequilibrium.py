@@ -245,10 +245,10 @@ def test_relaxed_modes_check_compares_only_modes_that_forgot_their_start():
     5.5 SE off fails it; with no relaxed mode the check says "not resolved" and neither passes nor fails."""
     scheme = {"relaxed_fraction": [0.2, 0.96, 0.999], "sigma_sim_eig": [9.0, 1.0, 2.0],
               "sigma_theory_eig": [1.0, 1.0, 2.0], "sigma_z_eig": [40.0, 0.3, -1.2]}
-    ok = neq._relaxed_modes_check("WR", scheme, 5.0)
+    ok = neq.relaxed_modes_check("WR", scheme, 5.0)
     assert ok.ok and ok.value == pytest.approx(1.2) and "2 of 3 modes" in ok.note
     scheme["sigma_z_eig"] = [40.0, 5.5, -1.2]
-    assert neq._relaxed_modes_check("WR", scheme, 5.0).ok is False
+    assert neq.relaxed_modes_check("WR", scheme, 5.0).ok is False
     scheme["relaxed_fraction"] = [0.2, 0.5, 0.9]
-    unresolved = neq._relaxed_modes_check("WR", scheme, 5.0)
+    unresolved = neq.relaxed_modes_check("WR", scheme, 5.0)
     assert unresolved.ok is None and unresolved.note.startswith("not resolved")

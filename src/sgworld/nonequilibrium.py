@@ -81,6 +81,7 @@ from .thermo import EntropyProductionStream, areal_velocity, entropy_production_
 __all__ = [
     "Settings", "Minimum", "Theory", "Moments", "WRSimulation", "WORSimulation", "NonequilibriumResult", "analyze",
     "run_analysis", "check_settings", "check_path", "find_w_star", "compute_theory", "relaxation_corrected_moments",
+    "relaxed_modes_check",
     "chain_groups", "group_mean", "gaussian_draws", "top_circulation_plane", "footprint", "checks", "Z_CHECK",
 ]
 
@@ -774,7 +775,7 @@ def _rate_check(name: str, value, se, theory, missing: str, tol: float = Z_CHECK
     return Check(name, value, theory, f"|z| < {tol:.3g}", abs(z) < tol, f"z = {z:+.2f} (SE {se:.2g})")
 
 
-def _relaxed_modes_check(label: str, scheme: dict, tol: float) -> Check:
+def relaxed_modes_check(label: str, scheme: dict, tol: float) -> Check:
     """Sigma against theory along the eigenmodes that relaxed at least ``RELAXED_MODE`` of the way: there the
     simulation has forgotten its start, so the comparison has power whatever the start was; "not
     resolved" when no mode relaxed that far."""
@@ -814,7 +815,7 @@ def checks(metrics: dict) -> list[Check]:
         out += [
             _z_check("WR: Sigma diagonal vs Lyapunov theory, max |z|", wr["sigma_z_diag"],
                      _relative_range(wr["sigma_sim_diag"], wr["sigma_theory_diag"]), tol),
-            _relaxed_modes_check("WR", wr, tol),
+            relaxed_modes_check("WR", wr, tol),
             _z_check("WR: areal velocity A vs circulation Q, max |z|", wr["A_z_upper"],
                      f"|Q| up to {np.max(np.abs(np.asarray(wr['Q_theory'], dtype=float))):.2g}", tol),
             _rate_check("WR: entropy production per step, simulated", wr["ep_rate_sim"], wr["ep_rate_sim_se"],
@@ -844,7 +845,7 @@ def checks(metrics: dict) -> list[Check]:
                      f"shift w_eff - w*: simulation within {wor['shift_relative_error']:.1%} of theory", tol),
             _z_check("WOR: Sigma diagonal vs theory, max |z|", wor["sigma_z_diag"],
                      _relative_range(wor["sigma_sim_diag"], wor["sigma_theory_diag"]), tol),
-            _relaxed_modes_check("WOR", wor, tol),
+            relaxed_modes_check("WOR", wor, tol),
         ]
         limit = wor.get("lr_M_hmax_max", 0.1)
         out.append(Check("WOR: lr M h_max", wor["lr_M_hmax"], None, f"< {limit:g}", wor["lr_M_hmax"] < limit,

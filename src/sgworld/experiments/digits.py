@@ -512,6 +512,7 @@ def checks(metrics: dict) -> list[Check]:
                          "relaxation-corrected simulation vs Lyapunov theory"))
         out.append(Check(f"{scheme}: tr Sigma, simulation / theory - 1", m["sigma_trace_relative_error"], 0.0,
                          "|.| < 0.05", abs(m["sigma_trace_relative_error"]) < 0.05))
+        out.append(neq.relaxed_modes_check(scheme, m, tol))
     wr, wor = neq_m.get("wr"), neq_m.get("wor")
     if wr is not None:
         out.append(Check("wr: entropy production per step, simulation", wr["ep_rate_sim"], wr["ep_rate_theory"],
