@@ -112,14 +112,16 @@ def test_bad_requests():
         ChainRandom.from_seed(0, NOISE_STREAM, 10, groups=range(1, 2))
 
 
-def test_steps_at_once_are_the_steps_one_by_one():
+@pytest.mark.parametrize("dtype, dim", [(torch.float64, 3), (torch.float32, 3), (torch.float64, 2000)])
+def test_steps_at_once_are_the_steps_one_by_one(dtype, dim):
     """``normal_steps`` and ``IndexStream.take`` (the compiled blocks' draws) give the numbers that as many
-    single calls give, across block boundaries and with more than one chain group."""
-    like = torch.empty(70, 3, dtype=torch.float64)
+    single calls give, across block boundaries and with more than one chain group; also where one step
+    fills a block (dim 2000) and float64 draws the whole request at once."""
+    like = torch.empty(70, dim, dtype=dtype)
     one, many = (ChainRandom.from_seed(2, NOISE_STREAM, 70) for _ in range(2))
     for steps in (5, 16, 16, 40, 1, 16):
         block = many.normal_steps(like, steps)
-        assert block.shape == (steps, 70, 3)
+        assert block.shape == (steps, 70, dim)
         assert torch.equal(block, torch.stack([one.normal(like) for _ in range(steps)]))
     for scheme in ("iid", "wr", "wor"):
         a, b = (IndexStream(scheme, 50, 7, 70, ChainRandom.from_seed(4, 0, 70)) for _ in range(2))

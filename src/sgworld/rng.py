@@ -9,7 +9,9 @@ two processes running half the groups each draw the same numbers (``sgworld.dist
 
 Draws are made in blocks of several steps per group (one generator call per group and block, not per
 step), so many groups cost little more than one. The block length depends on the group size and the
-shape drawn only, so it too is the same however the groups are spread.
+shape drawn only, so it too is the same however the groups are spread. A request for more steps than
+a block holds (``normal_steps``) draws them in one call where the numbers do not depend on how they
+are cut into calls (numpy's generators, which fill their output in order).
 
 Float64 normal numbers on the CPU come from numpy's ``Generator`` on the SFC64 bit generator (ziggurat
 method), one per group, seeded on first use with 63 bits drawn from the group's torch generator; torch
@@ -29,7 +31,7 @@ from ._checks import check_int_range
 CHAIN_GROUP = 64                 # chains per group (the unit in which chains can be split over processes)
 INDEX_STREAM, NOISE_STREAM = 0, 1
 _BLOCK_ELEMENTS = 1 << 16        # numbers per group and block
-_MAX_BLOCK_STEPS = 64
+_MAX_BLOCK_STEPS = 16
 
 
 def stream_seed(seed: int, purpose: int, group: int = 0) -> int:
@@ -114,7 +116,7 @@ class ChainRandom:
         while steps > 0:
             entry = self._buffers.get(key)
             if entry is None or entry[1] == entry[0].shape[0]:
-                entry = self._buffers[key] = [self._draw_block(kind, tail, dtype), 0]
+                entry = self._buffers[key] = [self._draw_block(kind, tail, dtype, steps), 0]
             take = min(steps, entry[0].shape[0] - entry[1])
             parts.append(entry[0][entry[1]:entry[1] + take])
             entry[1] += take
@@ -122,9 +124,12 @@ class ChainRandom:
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
         return out if out.device == torch.device(device) else out.to(device)
 
-    def _draw_block(self, kind: str, tail: tuple, dtype) -> torch.Tensor:
+    def _draw_block(self, kind: str, tail: tuple, dtype, wanted: int) -> torch.Tensor:
+        """The next block of ``kind`` numbers: ``block_steps`` steps, or all ``wanted`` steps at once where
+        the generator's numbers do not depend on the cut (numpy)."""
         steps = self.block_steps(math.prod(tail))
         if kind == "normal" and dtype == torch.float64 and self.device.type == "cpu":
+            steps = max(steps, wanted)
             parts = [torch.from_numpy(self._numpy_generator(g).standard_normal((steps, size, *tail)))
                      for g, size in enumerate(self.sizes)]
         else:
