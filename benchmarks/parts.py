@@ -19,7 +19,7 @@ import torch
 import sgworld_side
 from sgworld.batching import IndexStream
 from sgworld.rng import INDEX_STREAM, NOISE_STREAM, ChainRandom
-from sgworld.run import FUSED_STEPS
+from sgworld.run import FUSED_STEPS, compile_block
 from sgworld.samplers import sgld, sgworld
 from workloads import WORKLOADS
 
@@ -57,7 +57,7 @@ def main():
             noise = ChainRandom.from_seed(0, NOISE_STREAM, k)
             position = torch.as_tensor(workload.init, dtype=problem.dtype).expand(k, -1).clone()
             indices, xi = stream.take(FUSED_STEPS), noise.normal_steps(position, FUSED_STEPS)
-            compiled = torch.compile(kernel.block, dynamic=False)
+            compiled = compile_block(kernel, problem.compile_options)
             parts = [per_step_ms(lambda: stream.take(FUSED_STEPS)),
                      per_step_ms(lambda: noise.normal_steps(position, FUSED_STEPS)),
                      per_step_ms(lambda: compiled(position, indices, xi)),

@@ -34,7 +34,7 @@ def runner(workload, dtype_name: str, chains: int, scheme: str, compile: bool | 
     init = torch.as_tensor(workload.init, dtype=prob.dtype)
     method = "sgworld" if scheme == "wor" else "sgld"
     if compile is None:
-        compile = auto_compile(chains, prob.dim, prob.dtype)
+        compile = auto_compile(chains, prob.dim)
 
     def run(steps: int):
         sample(prob, method, lr=workload.lr, batch_size=workload.b, scheme=scheme, chains=chains, num_draws=1,

@@ -120,12 +120,18 @@ def test_default_compiles_long_runs_of_small_chains(blr_problem, eager_compile, 
     assert "compiled_blocks" in sample(blr_problem, "sgld", num_draws=64, **kw).meta        # 64 steps
     assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=63, **kw).meta    # shorter
     assert "compiled_blocks" not in sample(blr_problem, "sghmc", num_draws=64, **kw).meta   # no block
-    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_CHAINS_FLOAT64", 3)                       # float64, K = 4
-    assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=64, **kw).meta
-    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_CHAINS_FLOAT64", 4)
+    monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_NUMBERS", 8)                              # K p = 8
     assert "compiled_blocks" in sample(blr_problem, "sgld", num_draws=64, **kw).meta
     monkeypatch.setattr(sgworld.run, "AUTO_COMPILE_NUMBERS", 7)                              # K p = 8
     assert "compiled_blocks" not in sample(blr_problem, "sgld", num_draws=64, **kw).meta
+
+
+def test_the_problems_compile_options_reach_the_compiler(blr_problem, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw.get("options")) or fn)
+    monkeypatch.setattr(blr_problem, "compile_options", {"cpp.simdlen": 1}, raising=False)
+    sample(blr_problem, "sgld", lr=1e-3, batch_size=4, chains=2, num_draws=16, compile=True, progress=False)
+    assert seen == [{**sgworld.run._INDUCTOR_OPTIONS, "cpp.simdlen": 1}]
 
 
 def test_a_failed_compilation_falls_back_or_raises(blr_problem, monkeypatch):

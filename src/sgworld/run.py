@@ -42,10 +42,11 @@ FUSED_STEPS = 16                 # steps per compiled block (sample(compile=True
 # with torch's on-disk cache, up to a minute without) is amortised.
 AUTO_COMPILE_STEPS = 100_000
 AUTO_COMPILE_NUMBERS = 1 << 20
-# In float64, beyond this many chains the step is bound by its arithmetic and inductor's fused float64
-# code (transcendentals vectorised along short inner dimensions) is slower than eager ATen kernels:
-# W1 (benchmarks/) compiled at 0.83x eager for K = 1,024 and 0.82x for K = 16,384.
-AUTO_COMPILE_CHAINS_FLOAT64 = 512
+# Inductor options of every compiled block. vec_isa_ok: trust the CPU's vector flags (/proc/cpuinfo)
+# instead of probing each instruction set by building and loading a library in child processes, which
+# costs about 0.9 s at every process start; were the compiler unable to build them, compiling fails and
+# the run continues uncompiled (compile=None) or says so (compile=True).
+_INDUCTOR_OPTIONS = {"cpp.vec_isa_ok": True}
 # may differ between a run and its resumption
 _RUN_KEYS_IGNORED = ("sgworld_version", "compiled_blocks", "acceptance_rate", "grad_evals_per_chain",
                      "grad_evals_per_step", "transition_names", "transition_fractions", "transition_counts",
@@ -142,8 +143,8 @@ def sample(problem: Problem, method: str | Kernel = "sgld", *, lr: float | None 
         step one at a time). A block takes the same minibatch indices and noise, in the same order, as single
         steps do, so its trace equals ``compile=False``'s up to rounding (compiled arithmetic may round
         differently). None compiles runs of at least ``AUTO_COMPILE_STEPS`` (1e5) steps whose chains hold at
-        most ``AUTO_COMPILE_NUMBERS`` (2^20) numbers K p, in float64 at most ``AUTO_COMPILE_CHAINS_FLOAT64``
-        (512) chains (:func:`auto_compile`), where per-step overhead dominates and the compilation
+        most ``AUTO_COMPILE_NUMBERS`` (2^20) numbers K p (:func:`auto_compile`), where per-step overhead
+        dominates and the compilation
         is amortised: seconds with torch's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by default
         ``/tmp/torchinductor_<user>``), up to a minute for a new problem or size. Where compiling fails (no C++
         compiler), None runs the steps uncompiled with a warning and True raises.
@@ -404,7 +405,8 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
                 progress_point(step, bar)
 
             state, done = _run_blocks(kernel, state, stream, noise_gen, done, total, burn_in, thin, recorder,
-                                      first_bad, at_update, required=bool(compile))
+                                      first_bad, at_update, required=bool(compile),
+                                      compile_options=problem.compile_options)
         for step in range(done + 1, total + 1):
             idx = next(stream) if stream is not None else None
             state, info = kernel.step(state, idx, noise_gen)
@@ -435,10 +437,10 @@ def _sample_groups(problem: Problem, position: torch.Tensor, groups: range | Non
     return trace
 
 
-def auto_compile(chains: int, dim: int, dtype: torch.dtype) -> bool:
+def auto_compile(chains: int, dim: int) -> bool:
     """Whether a long run (``AUTO_COMPILE_STEPS``) of ``chains`` chains of ``dim`` numbers compiles by default:
-    K p <= ``AUTO_COMPILE_NUMBERS``, and in float64 also K <= ``AUTO_COMPILE_CHAINS_FLOAT64``."""
-    return chains * dim <= AUTO_COMPILE_NUMBERS and (dtype != torch.float64 or chains <= AUTO_COMPILE_CHAINS_FLOAT64)
+    K p <= ``AUTO_COMPILE_NUMBERS``."""
+    return chains * dim <= AUTO_COMPILE_NUMBERS
 
 
 def _compiled_blocks(compile: bool | None, kernel: Kernel, stream, total: int, chains: int, problem) -> bool:
@@ -448,20 +450,28 @@ def _compiled_blocks(compile: bool | None, kernel: Kernel, stream, total: int, c
     if kernel.block is None or (stream is None and kernel.temperature == 0):
         return False
     if compile is None:
-        return total >= AUTO_COMPILE_STEPS and auto_compile(chains, problem.dim, problem.dtype)
+        return total >= AUTO_COMPILE_STEPS and auto_compile(chains, problem.dim)
     return bool(compile)
 
 
+def compile_block(kernel: Kernel, compile_options: dict | None = None):
+    """``torch.compile`` of the kernel's ``block`` as the driver compiles it: static shapes, the library's
+    inductor options updated with the problem's ``compile_options``."""
+    return torch.compile(kernel.block, dynamic=False, options={**_INDUCTOR_OPTIONS, **(compile_options or {})})
+
+
 def _run_blocks(kernel: Kernel, state, stream, noise_gen, done: int, total: int, burn_in: int, thin: int,
-                recorder: "_Recorder", first_bad: torch.Tensor, at_update, required: bool) -> tuple:
+                recorder: "_Recorder", first_bad: torch.Tensor, at_update, required: bool,
+                compile_options: dict | None = None) -> tuple:
     """Advance in blocks of ``FUSED_STEPS`` steps through the compiled ``kernel.block``; returns the state
     and the step reached (whole blocks only: the driver's step loop does the remainder). The blocks take
     the same indices and noise, in the same order, as the steps would. When compiling fails (at the first
     call), the blocks run uncompiled (``required``: the failure is raised). ``at_update(step, state)`` is
-    called every few hundred steps (progress, divergence, checkpoints)."""
+    called every few hundred steps (progress, divergence, checkpoints). ``compile_options`` are the
+    problem's inductor options (:attr:`Problem.compile_options`)."""
     # Compiled code is cached by torch per code object and guarded on the closure (problem, lr, T) and
     # shapes: a later sample() call with the same problem and sizes reuses it.
-    block = torch.compile(kernel.block, dynamic=False)
+    block = compile_block(kernel, compile_options)
     compiled_once = False
     position = state.position
     steps_per_update = max(FUSED_STEPS, _UPDATE_EVERY_MAX // FUSED_STEPS * FUSED_STEPS)

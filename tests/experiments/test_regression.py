@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import AUTHORS_DATA
-from sgworld import Problem
+from sgworld import Problem, sample
 from sgworld.experiments import regression
 from sgworld.experiments.common import resolve_config
 from sgworld.theory import find_minimum
@@ -27,6 +28,22 @@ def test_analytic_batch_gradient_matches_autodiff():
     idx = torch.randint(50, (6, 5), generator=gen)
     torch.testing.assert_close(problem.batch_grad(w, idx), reference.batch_grad(w, idx), rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(problem.batch_grad(w), reference.batch_grad(w), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_compiled_blocks_agree_with_steps():
+    """The real compiler with the problem's float64 options (scalar C++): the draws of single steps up to
+    rounding."""
+    data = regression.make_data(40, seed=1)
+    problem = regression.RegressionProblem(data.x, data.y)
+    assert problem.compile_options == {"cpp.simdlen": 1}
+    assert regression.RegressionProblem(data.x, data.y, dtype=torch.float32).compile_options is None
+    kw = dict(lr=1e-5, batch_size=5, chains=3, num_draws=2, thin=32, seed=2, progress=False,
+              init=torch.tensor([1.0, -1.0, 0.5, 0.0, 1.0, -1.0, 0.0], dtype=torch.float64))
+    compiled = sample(problem, "sgld", compile=True, **kw)
+    assert compiled.meta["compiled_blocks"] > 0
+    np.testing.assert_allclose(compiled.draws, sample(problem, "sgld", compile=False, **kw).draws,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_generated_data_follow_the_recipe():

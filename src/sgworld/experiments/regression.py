@@ -77,7 +77,10 @@ class RegressionProblem(Problem):
     ``U_i(w) = N (y_i - f(x_i; w))^2 / (2 sigma^2) + (N lambda / (2 sigma^2)) |w|^2``. The potential is a
     plain torch function (Hessians, per-sample gradients and ``L_eff`` use ``torch.func`` on it);
     ``batch_grad``, the sampler's hot path, is the same gradient written out by hand (about twice as
-    fast as ``vmap(grad)``; a test checks that they agree).
+    fast as ``vmap(grad)``; a test checks that they agree). It evaluates ``tanh z`` as ``2 sigmoid(2z) - 1``
+    (absolute error about 1e-16), which torch.compile turns into one ``exp``; in float64 the compiled
+    blocks are scalar C++ (``compile_options``), because inductor's float64 vector code, vectorised along
+    the batch of a few samples, ran 1.7x slower (benchmarks/PROFILE.md).
     """
 
     def __init__(self, x, y, noise_std: float = 0.1, lam: float = 1e-3, dtype: torch.dtype = torch.float64):
@@ -91,6 +94,10 @@ class RegressionProblem(Problem):
         self.scale = n / noise_std**2               # N / sigma^2
         self.prior = n * lam / noise_std**2         # N lambda / sigma^2
         super().__init__(self._potential, (x, y), P, name="tanh_regression")
+
+    @property
+    def compile_options(self) -> dict | None:
+        return {"cpp.simdlen": 1} if self.dtype == torch.float64 else None
 
     @staticmethod
     def network(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +117,7 @@ class RegressionProblem(Problem):
         else:
             x, y = (d[idx] for d in self.data)                                       # (K, b)
         w1, w2, w3, w4, w5, w6, w7 = w.unsqueeze(2).unbind(1)                        # (K, 1) each
-        t1, t2 = torch.tanh(w1 * x + w3), torch.tanh(w2 * x + w4)
+        t1, t2 = 2 * torch.sigmoid(2 * (w1 * x + w3)) - 1, 2 * torch.sigmoid(2 * (w2 * x + w4)) - 1
         r = w5 * t1 + w6 * t2 + (w7 - y)                                             # f - y
         a1, a2 = r * w5 * (1 - t1 * t1), r * w6 * (1 - t2 * t2)                     # r df/d(w1 x + w3), ...
         g = torch.stack([(a1 * x).sum(1), (a2 * x).sum(1), a1.sum(1), a2.sum(1), (t1 * r).sum(1),

@@ -40,6 +40,9 @@ class Problem:
         A sensible starting point (e.g. a module's initial weights); zeros by default.
     """
 
+    #: Inductor options for the sampler's compiled blocks (``sample(compile=...)``); None: torch's defaults.
+    compile_options: dict | None = None
+
     def __init__(self, potential_fn: PotentialFn, data: Sequence[torch.Tensor], dim: int,
                  *, initial: torch.Tensor | None = None, name: str = "problem"):
         data = tuple(torch.as_tensor(d) for d in data)
