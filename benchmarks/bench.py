@@ -43,7 +43,7 @@ def main(argv=None):
 
     workload = WORKLOADS[args.workload]()
     chains = args.chains or (workload.chains[:2] if args.quick else workload.chains)
-    target_s, repeats = (0.03, 2) if args.quick else (0.15, 5)
+    target_s, repeats = (common.QUICK_CALL_S, common.QUICK_REPEATS) if args.quick else (common.CALL_S, common.REPEATS)
     m = workload.steps_per_epoch
     itemsize = 4 if args.dtype == "float32" else 8
     c = cost(workload, itemsize)

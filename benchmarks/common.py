@@ -9,6 +9,9 @@ import subprocess
 import time
 
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
+# seconds per timed call and calls per contender; --quick: a smoke run
+CALL_S, REPEATS = 0.5, 5
+QUICK_CALL_S, QUICK_REPEATS = 0.03, 2
 
 # Every contender runs with the same number of threads: torch's intra-op pool and XLA's CPU pools.
 os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={THREADS}")

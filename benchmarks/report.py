@@ -17,8 +17,10 @@ INTRO = """# Benchmarks: sgworld against BlackJAX and posteriors
 Produced by `make bench` (`benchmarks/run_all.py`{quick}); total wall time {total_s} s.
 Each workload and dtype runs in its own process; inside it the contenders are timed in turn
 (sgworld, posteriors, BlackJAX, sgworld, ...) so that all see the same machine load, and each figure
-is the median of {repeats} calls after a warm-up call: calls of about 0.15 s, and sgworld's at least as
-long as BlackJAX's compiled scan (so that neither pays a per-call set-up the other does not). JAX's
+is the median of {repeats} calls after a warm-up call: calls of about {call_s} s, and sgworld's at least as
+long as BlackJAX's compiled scan (so that neither pays a per-call set-up the other does not). A call's
+set-up (seeding the chain groups' generators, the first blocks of indices and noise) is paid once by a
+long run; at K = 16,384 it is about 0.04 s, so calls last long enough to make it small. JAX's
 and sgworld's compile times are listed separately. Unit: chain-steps per second (K chains x steps /
 wall time), higher is better. Ratios are sgworld / peer. Load averages (1, 5, 15 min) are from
 `/proc/loadavg` next to each row.
@@ -158,7 +160,8 @@ def main():
     m = common.machine()
     machine = "\n".join(f"- {k}: {v}" for k, v in m.items()) + f"\n- sgworld revision: {common.git_revision()}"
     notes = "; ".join(sorted({f"{recs[0]['workload']}: {recs[0]['data']}" for recs in records.values()}))
-    text = INTRO.format(quick=" --quick" if args.quick else "", total_s=args.total_s, repeats=2 if args.quick else 5,
+    text = INTRO.format(quick=" --quick" if args.quick else "", total_s=args.total_s, repeats=common.QUICK_REPEATS if args.quick else common.REPEATS,
+                        call_s=common.QUICK_CALL_S if args.quick else common.CALL_S,
                         machine=machine, threads=common.THREADS, bj_version=bj_version, post_version=post_version,
                         data_notes=notes, first_load=next(iter(records.values()))[0].get("load_before", "?"),
                         load_note=f", {args.load_note}" if args.load_note else "")
