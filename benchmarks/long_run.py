@@ -1,6 +1,7 @@
 """One long run end to end, as a user starts it: W1 (float32), K = 64, 1e5 steps per scheme.
 
-Each (contender, scheme) runs in a fresh process; the time is that of the call, compilation included:
+Each (contender, scheme) runs in a fresh process, three times in alternation (the median is reported);
+the time is that of the call, compilation included:
 sgworld's ``sample()`` without flags (which compiles runs this long; torch's on-disk compilation cache
 as found, and once with an empty cache), BlackJAX's ``jit(vmap(lax.scan))`` of the same steps. Writes
 ``results/long_run.json``.
@@ -21,6 +22,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCHEMES = ("wr", "iid", "wor")
+REPEATS = 3  # fresh processes per contender and scheme; the table gives the median
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median time."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
 
 
 def one(contender: str, scheme: str, steps: int, chains: int) -> dict:
@@ -64,7 +71,12 @@ def main(argv=None):
 
     rows = []
     for scheme in SCHEMES:
-        row = {"scheme": scheme, "sgworld": fresh("sgworld", scheme), "blackjax": fresh("blackjax", scheme)}
+        runs = {"sgworld": [], "blackjax": []}
+        for _ in range(REPEATS):  # in alternation, so that both see the same load
+            for contender in runs:
+                runs[contender].append(fresh(contender, scheme))
+        row = {"scheme": scheme, **{c: median_run(r) for c, r in runs.items()},
+               "seconds_all": {c: [r["seconds"] for r in rs] for c, rs in runs.items()}}
         with tempfile.TemporaryDirectory() as empty:  # torch's compilation cache empty: the first run's cost
             row["sgworld_empty_cache"] = fresh("sgworld", scheme, {"TORCHINDUCTOR_CACHE_DIR": empty})
         rows.append(row)

@@ -128,19 +128,25 @@ def tables(records):
 
 
 def long_run_table(record: dict) -> str:
-    """The end-to-end runs of ``long_run.py``: one run of ``steps`` steps per scheme, compilation included."""
+    """The end-to-end runs of ``long_run.py``: runs of ``steps`` steps per scheme, compilation included."""
     k, steps = record["chains"], record["steps"]
     lines = [f"## One long run, end to end\n",
              f"{record['workload']} ({record['dtype']}), K = {k}, {steps:,} steps, each run in a fresh process "
-             "(`benchmarks/long_run.py`); seconds of the call, compilation included. sgworld: `sample()` without "
+             "(`benchmarks/long_run.py`), three per contender and scheme in alternation; the median, with all three "
+             "in brackets; seconds of the call, compilation included. sgworld: `sample()` without "
              "flags, which compiles a run this long by itself, with torch's on-disk compilation cache as the "
              "benchmark left it, and with an empty one (a first run); BlackJAX: `jit` and the scan.\n",
              "| scheme | sgworld s | sgworld s, empty cache | BlackJAX s (of which compile) | BlackJAX / sgworld |",
              "|---|---|---|---|---|"]
+
+    def runs(r, contender):
+        every = r.get("seconds_all", {}).get(contender)
+        return f" [{', '.join(f'{t:.1f}' for t in every)}]" if every else ""
+
     for r in record["rows"]:
         ours, cold, bj = r["sgworld"]["seconds"], r["sgworld_empty_cache"]["seconds"], r["blackjax"]
-        lines.append(f"| {r['scheme']} | {ours:.1f} | {cold:.1f} | {bj['seconds']:.1f} ({bj['compile_s']:.1f}) "
-                     f"| {bj['seconds'] / ours:.2f} |")
+        lines.append(f"| {r['scheme']} | {ours:.1f}{runs(r, 'sgworld')} | {cold:.1f} | {bj['seconds']:.1f} "
+                     f"({bj['compile_s']:.1f}){runs(r, 'blackjax')} | {bj['seconds'] / ours:.2f} |")
     return "\n".join(lines) + "\n"
 
 
