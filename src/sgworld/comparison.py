@@ -373,7 +373,9 @@ def compare_samplers(problem: Problem, methods=("sgld", "sgworld"), lrs=(), *, l
     if h_max is None:
         h_max = float(h[-1]) if h is not None else _top_eigenvalue(problem, w_star, seed)
     h_min = float(h[0]) if h is not None else None
-    lrs = sorted(float(lr) for lr in lrs) if len(lrs) else sorted(float(f) / h_max for f in lr_hmax)
+    # (lr, lr h_max) pairs, the value given kept exactly (the other one derived)
+    steps = sorted((float(lr), float(lr) * h_max) for lr in lrs) if len(lrs) else \
+        sorted((float(f) / h_max, float(f)) for f in lr_hmax)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
 
     tic = time.time()
@@ -382,6 +384,7 @@ def compare_samplers(problem: Problem, methods=("sgld", "sgworld"), lrs=(), *, l
     else:
         init, init_note = np.repeat(w_star[None], chains, 0), f"w* (p = {problem.dim} > {DENSE_MAX}: no dense Hessian)"
     lr_ref = reference_lr if reference_lr is not None else reference_lr_hmax / h_max
+    ref_lr_hmax = reference_lr * h_max if reference_lr is not None else reference_lr_hmax
     ref = sample(problem, reference, lr=lr_ref, chains=chains, num_draws=reference_draws, burn_in=reference_burn_in,
                  thin=reference_thin, init=init, seed=seed + 101, progress=progress,
                  kernel_options=reference_options, **extra(reference))
@@ -389,7 +392,7 @@ def compare_samplers(problem: Problem, methods=("sgld", "sgworld"), lrs=(), *, l
     ref_moments, (ess_min, ess_med, rhat_max) = _summary(np.asarray(ref.draws))
     ref_mean, ref_sd = ref_moments["mean"], ref_moments["sd"]
     pred = _Predictive(test, problem.dtype) if test is not None else None
-    reference_run = Reference(method=reference, lr=float(ref.meta["lr"]), lr_hmax=float(lr_ref * h_max),
+    reference_run = Reference(method=reference, lr=float(ref.meta["lr"]), lr_hmax=float(ref_lr_hmax),
                               chains=chains, burn_in=int(ref.meta["burn_in"]), thin=int(ref.meta["thin"]),
                               draws=reference_draws,
                               acceptance_rate=float(np.mean(ref.meta.get("acceptance_rate", [np.nan]))),
@@ -408,7 +411,7 @@ def compare_samplers(problem: Problem, methods=("sgld", "sgworld"), lrs=(), *, l
 
     start = np.asarray(ref.draws[:, -1])
     runs = []
-    for i, lr in enumerate(lrs):
+    for i, (lr, lr_h) in enumerate(steps):
         for j, (name, scheme) in enumerate(parsed):
             tic = time.time()
             trace = sample(problem, name, lr=lr, temperature=temperature, batch_size=batch_size, scheme=scheme,
@@ -421,8 +424,8 @@ def compare_samplers(problem: Problem, methods=("sgld", "sgworld"), lrs=(), *, l
                 log_sd = np.log(moments["sd"] / ref_sd)
             b_in = int(trace.meta["burn_in"])
             relaxed = None if h_min is None or lr * h_min >= 1 else float(-np.expm1(2 * b_in * np.log1p(-lr * h_min)))
-            run = SamplerRun(method=name, scheme=scheme, lr=lr, lr_hmax=lr * h_max,
-                             lr_M_hmax=lr * h_max * (problem.n // batch_size), burn_in=b_in,
+            run = SamplerRun(method=name, scheme=scheme, lr=lr, lr_hmax=lr_h,
+                             lr_M_hmax=lr_h * (problem.n // batch_size), burn_in=b_in,
                              thin=int(trace.meta["thin"]), draws=draws, chains=chains, seconds=0.0,
                              steps=int(trace.steps[-1]), ess_min=ess_min, ess_median=ess_med,
                              rhat_max=rhat_max, mean_error_sd=float(np.sqrt(np.nanmean(z * z))),
