@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sgworld.problems import Problem, from_module
-from sgworld.problems.mlp import mlp_layers
+from sgworld.problems.mlp import mlp_layers, tanh
 
 
 def _net(act, bias=True):
@@ -34,3 +34,16 @@ def test_only_plain_mlps_take_the_fast_path():
     assert mlp_layers(nn.Sequential(nn.Linear(2, 2), nn.Tanh())) is None          # ends in an activation
     assert mlp_layers(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid(), nn.Linear(2, 1))) is None
     assert mlp_layers(nn.Linear(2, 2)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_tanh_is_within_two_epsilons(dtype, compiled):
+    """The MLP's tanh (via sigmoid) against torch.tanh: small arguments, the range where tanh bends, and
+    saturation at +-1 (an absolute error: tanh's output enters sums of terms of order one)."""
+    small = torch.logspace(-30, 0, 301, dtype=dtype)
+    z = torch.cat([small, -small, torch.linspace(-40, 40, 80001, dtype=dtype), torch.tensor([0.0], dtype=dtype)])
+    f = torch.compile(tanh, dynamic=False) if compiled else tanh
+    got, want = f(z), torch.tanh(z)
+    assert (got - want).abs().max() <= 2 * torch.finfo(dtype).eps
+    assert torch.equal(got[z.abs() > 20], torch.sign(z[z.abs() > 20]))

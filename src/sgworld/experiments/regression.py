@@ -24,6 +24,7 @@ import torch
 from .. import nonequilibrium as neq
 from ..plots import NONEQUILIBRIUM_FIGURES
 from ..problems import Problem
+from ..problems.mlp import tanh
 from .common import Check, StudyCheckpoints, check_resources, write_config
 
 DESCRIPTION = "Nonequilibrium stationary state of SGD (wr vs wor) on the paper's tanh regression network"
@@ -78,7 +79,7 @@ class RegressionProblem(Problem):
     plain torch function (Hessians, per-sample gradients and ``L_eff`` use ``torch.func`` on it);
     ``batch_grad``, the sampler's hot path, is the same gradient written out by hand (about twice as
     fast as ``vmap(grad)``; a test checks that they agree). It evaluates ``tanh z`` as ``2 sigmoid(2z) - 1``
-    (absolute error about 1e-16), which torch.compile turns into one ``exp``; in float64 the compiled
+    (:func:`sgworld.problems.mlp.tanh`), which torch.compile turns into one ``exp``; in float64 the compiled
     blocks are scalar C++ (``compile_options``), because inductor's float64 vector code, vectorised along
     the batch of a few samples, ran 1.7x slower (benchmarks/PROFILE.md).
     """
@@ -117,7 +118,7 @@ class RegressionProblem(Problem):
         else:
             x, y = (d[idx] for d in self.data)                                       # (K, b)
         w1, w2, w3, w4, w5, w6, w7 = w.unsqueeze(2).unbind(1)                        # (K, 1) each
-        t1, t2 = 2 * torch.sigmoid(2 * (w1 * x + w3)) - 1, 2 * torch.sigmoid(2 * (w2 * x + w4)) - 1
+        t1, t2 = tanh(w1 * x + w3), tanh(w2 * x + w4)
         r = w5 * t1 + w6 * t2 + (w7 - y)                                             # f - y
         a1, a2 = r * w5 * (1 - t1 * t1), r * w6 * (1 - t2 * t2)                     # r df/d(w1 x + w3), ...
         g = torch.stack([(a1 * x).sum(1), (a2 * x).sum(1), a1.sum(1), a2.sum(1), (t1 * r).sum(1),
