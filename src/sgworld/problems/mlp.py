@@ -78,13 +78,20 @@ class MLPGradient:
         if xb.shape[0] != k:
             xb = xb.expand(k, *xb.shape[1:])
         b = xb.shape[1]
-        # Activations are (K, features, b): the softmax then reduces over an outer dimension, which
-        # compiles to full-width vector code (along the batch) rather than short masked rows of C classes.
+        # Hidden activations are (K, b, features), the network's output (K, out, b): the softmax over
+        # classes and every bias gradient then reduce over an outer dimension, which compiles to full-width
+        # vector code along the contiguous one (rather than short rows of C classes or b samples).
+        last = len(self.layers) - 1
         inputs, outputs = [], []
-        h = xb.transpose(1, 2)
-        for (weight, bias), (_, _, _, act) in zip(params, self.layers):
+        h = xb
+        for layer, ((weight, bias), (_, _, _, act)) in enumerate(zip(params, self.layers)):
             inputs.append(h)
-            z = torch.baddbmm(bias.unsqueeze(2), weight, h) if bias is not None else torch.bmm(weight, h)
+            if layer == last:
+                z = torch.baddbmm(bias.unsqueeze(2), weight, h.transpose(1, 2)) if bias is not None \
+                    else torch.bmm(weight, h.transpose(1, 2))
+            else:
+                z = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)) if bias is not None \
+                    else torch.bmm(h, weight.transpose(1, 2))
             h = z if act is None else (tanh(z) if act is nn.Tanh else torch.relu(z))
             outputs.append(h)
         # d(mean_b n * nll_i) / d(network output), (K, out, b)
@@ -106,11 +113,16 @@ class MLPGradient:
                 g = g * (1 - outputs[layer] * outputs[layer])
             elif act is nn.ReLU:
                 g = g * (outputs[layer] > 0)
-            if bias is not None:
-                grads.append(g.sum(2))
-            grads.append(torch.bmm(g, inputs[layer].transpose(1, 2)).reshape(k, -1))
-            if layer:
-                g = torch.bmm(weight.transpose(1, 2), g)
+            if layer == last:   # g (K, out, b)
+                if bias is not None:
+                    grads.append(g.sum(2))
+                grads.append(torch.bmm(g, inputs[layer]).reshape(k, -1))
+                g = torch.bmm(g.transpose(1, 2), weight) if layer else None
+            else:               # g (K, b, out)
+                if bias is not None:
+                    grads.append(g.sum(1))
+                grads.append(torch.bmm(g.transpose(1, 2), inputs[layer]).reshape(k, -1))
+                g = torch.bmm(g, weight) if layer else None
         flat = torch.cat(grads[::-1], dim=1)
         return flat.add_(w, alpha=self.prior_precision) if self.prior_precision else flat
 
